@@ -1,0 +1,4 @@
+from mame_eval.cli import main
+
+if __name__ == "__main__":
+    main()

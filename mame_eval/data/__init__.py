@@ -1,0 +1,1 @@
+"""Datasets: raw readers (DICOM, VinDr-Mammo layout), phantoms, and the paper's preparation."""

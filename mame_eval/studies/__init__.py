@@ -1,0 +1,1 @@
+"""Reader studies: design, storage, the Streamlit app and the statistical analysis."""
