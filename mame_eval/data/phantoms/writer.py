@@ -34,9 +34,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import os
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +54,7 @@ from mame_eval.data.phantoms.render import (
 )
 from mame_eval.data.phantoms.vendors import VENDOR_KEYS
 from mame_eval.errors import InputError
+from mame_eval.io import write_bytes
 
 POPULATIONS = ("hologic", "siemens", "mixed")
 VIEW_ORDER = (("L", "CC"), ("L", "MLO"), ("R", "CC"), ("R", "MLO"))
@@ -240,20 +239,6 @@ def _plan(n: int, seed: int, population: str, lesion_fraction: float) -> list[Im
 # ----------------------------------------------------------------------------- files
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _csv_bytes(columns: tuple[str, ...], rows: list[dict]) -> bytes:
     import csv
 
@@ -318,8 +303,8 @@ def write_phantom_dataset(out: Path, n: int, seed: int = 0, population: str = "m
         ph = render_phantom(spec, rng)
         dicom_path = out / "images" / plan.study_id / f"{plan.image_id}.dicom"
         mask_path = out / "truth" / f"{plan.image_id}_breast.png"
-        _atomic_write(dicom_path, dicom_bytes(plan, ph, seed))
-        _atomic_write(mask_path, _png_bytes(ph.breast_mask.astype(np.uint8) * 255))
+        write_bytes(dicom_path, dicom_bytes(plan, ph, seed))
+        write_bytes(mask_path, _png_bytes(ph.breast_mask.astype(np.uint8) * 255))
         summary.images.append(dicom_path)
         summary.masks.append(mask_path)
 
@@ -361,12 +346,12 @@ def write_phantom_dataset(out: Path, n: int, seed: int = 0, population: str = "m
     summary.breast_csv = out / BREAST_CSV
     summary.finding_csv = out / FINDING_CSV
     summary.truth_csv = out / TRUTH_CSV
-    _atomic_write(summary.breast_csv, _csv_bytes(BREAST_COLUMNS, breast_rows))
-    _atomic_write(summary.finding_csv, _csv_bytes(FINDING_COLUMNS, finding_rows))
-    _atomic_write(summary.truth_csv, _csv_bytes(TRUTH_COLUMNS, truth_rows))
+    write_bytes(summary.breast_csv, _csv_bytes(BREAST_COLUMNS, breast_rows))
+    write_bytes(summary.finding_csv, _csv_bytes(FINDING_COLUMNS, finding_rows))
+    write_bytes(summary.truth_csv, _csv_bytes(TRUTH_COLUMNS, truth_rows))
     if preview:
         summary.preview = out / PREVIEW_PNG
-        _atomic_write(summary.preview, preview_sheet(tiles))
+        write_bytes(summary.preview, preview_sheet(tiles))
     summary.per_vendor = dict(counts["vendor"])
     summary.per_view = dict(counts["view"])
     summary.per_density = {d: counts["density"][d] for d in DENSITIES if counts["density"][d]}
