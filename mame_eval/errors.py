@@ -23,3 +23,11 @@ class ConfigError(InputError):
 
 class DataError(InputError):
     """A dataset (raw or prepared) is missing parts or is malformed."""
+
+
+class ModelError(MameError):
+    """A model cannot be found, loaded or used for the asked task (missing weights, offline)."""
+
+
+class StudyError(InputError):
+    """A reader study folder, its protocol, database or ratings are unusable."""
