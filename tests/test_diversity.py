@@ -1,0 +1,152 @@
+"""MS-SSIM diversity against an independent per-pair pytorch-msssim loop and torchmetrics."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pytorch_msssim import ms_ssim
+
+from mame_eval.data.phantoms import PhantomSpec, render_phantom
+from mame_eval.errors import InputError
+from mame_eval.metrics.diversity import (
+    MS_SSIM_WEIGHTS,
+    MsSsimSettings,
+    all_pairs,
+    diversity,
+    ms_ssim_pairs,
+)
+
+
+def random_images(n, size=192, seed=0):
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0, 255, (size, size))
+    return [np.clip(base + rng.normal(0, 30 + 10 * i, base.shape), 0, 255).astype(np.uint8)
+            for i in range(n)]
+
+
+def phantom_images(n, size=192):
+    out = []
+    for i in range(n):
+        spec = PhantomSpec(vendor="siemens" if i % 2 else "hologic",
+                           view="MLO" if i % 3 else "CC", density="ABCD"[i % 4],
+                           size=(256, 208))
+        display = render_phantom(spec, i).display()
+        gray = np.asarray(Image.fromarray(display).resize((size, size), Image.BILINEAR))
+        out.append(np.stack([gray] * 3, axis=-1))  # RGB, as the models write them
+    return out
+
+
+def reference_pair(a, b):
+    """One pair at a time, straight pytorch-msssim at the fixed settings (the notebook way)."""
+    x = torch.tensor(np.asarray(a, np.float32)[..., 0] if np.asarray(a).ndim == 3
+                     else np.asarray(a, np.float32))[None, None]
+    y = torch.tensor(np.asarray(b, np.float32)[..., 0] if np.asarray(b).ndim == 3
+                     else np.asarray(b, np.float32))[None, None]
+    return float(ms_ssim(x, y, data_range=255, win_size=11, weights=list(MS_SSIM_WEIGHTS)))
+
+
+@pytest.mark.parametrize("make", [random_images, phantom_images])
+def test_batched_all_pairs_equal_the_per_pair_loop(make):
+    images = make(5)
+    pairs = all_pairs(5)
+    ours = ms_ssim_pairs(images, pairs, batch_size=3)
+    ref = [reference_pair(images[i], images[j]) for i, j in pairs]
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+
+
+def test_agrees_with_torchmetrics():
+    """torchmetrics has its own implementation (different padding at the pooled scales), so
+    it agrees to about 1e-3, not to round-off; our reference at 1e-4 is pytorch-msssim."""
+    from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
+
+    images = phantom_images(3)
+    ours = ms_ssim_pairs(images, [(0, 1), (1, 2)])
+    for value, (i, j) in zip(ours, [(0, 1), (1, 2)], strict=True):
+        x = torch.tensor(images[i][..., 0], dtype=torch.float32)[None, None]
+        y = torch.tensor(images[j][..., 0], dtype=torch.float32)[None, None]
+        ref = multiscale_structural_similarity_index_measure(
+            x, y, data_range=255.0, kernel_size=11, sigma=1.5, betas=MS_SSIM_WEIGHTS)
+        assert value == pytest.approx(float(ref), abs=2e-3)
+
+
+def test_identical_images_give_one():
+    img = random_images(1)[0]
+    result = diversity([img, img.copy(), img.copy()])
+    assert result.mean == pytest.approx(1.0, abs=1e-6)
+    assert result.std == pytest.approx(0.0, abs=1e-6)
+
+
+def test_data_range_is_fixed_not_inferred():
+    """A dim pair (values 0..50) must not be scored as if its range were 0..50."""
+    rng = np.random.default_rng(1)
+    a = rng.uniform(0, 50, (192, 192)).astype(np.uint8)
+    b = rng.uniform(0, 50, (192, 192)).astype(np.uint8)
+    ours = ms_ssim_pairs([a, b], [(0, 1)])[0]
+    x, y = (torch.tensor(v, dtype=torch.float32)[None, None] for v in (a, b))
+    inferred = float(ms_ssim(x, y, data_range=float(max(a.max(), b.max()))))
+    assert ours == pytest.approx(reference_pair(a, b), abs=1e-6)
+    assert abs(ours - inferred) > 1e-3
+
+
+def test_all_pairs_counts_and_bootstrap_ci():
+    images = random_images(8)
+    result = diversity(images, n_boot=500, seed=3)
+    assert result.n_images == 8 and result.n_pairs == 28
+    assert result.ci_low <= result.mean <= result.ci_high
+    assert result.std == pytest.approx(np.std(result.values, ddof=1))
+    again = diversity(images, n_boot=500, seed=3)
+    assert (again.ci_low, again.ci_high) == (result.ci_low, result.ci_high)
+
+
+def test_bootstrap_resamples_images_not_pairs():
+    """Brute-force bootstrap over images gives the same distribution as the closed form."""
+    images = random_images(6)
+    result = diversity(images, n_boot=4000, seed=0)
+    values = dict(zip(map(tuple, result.pairs), result.values, strict=True))
+    rng = np.random.default_rng(11)
+    means = []
+    for _ in range(1500):
+        draw = rng.integers(0, 6, 6)
+        vals = [values[tuple(sorted((draw[a], draw[b])))]
+                for a in range(6) for b in range(a + 1, 6) if draw[a] != draw[b]]
+        if vals:
+            means.append(np.mean(vals))
+    lo, hi = np.quantile(means, [0.025, 0.975])
+    assert result.ci_low == pytest.approx(lo, abs=0.01)
+    assert result.ci_high == pytest.approx(hi, abs=0.01)
+
+
+def test_paper_protocol_uses_independent_pairs():
+    images = random_images(6)
+    result = diversity(images, protocol="paper")
+    assert result.n_pairs == 3 and result.pairs == [(0, 1), (2, 3), (4, 5)]
+    with pytest.raises(InputError, match="odd"):
+        diversity(images[:5], protocol="paper")
+
+
+@pytest.mark.parametrize("side, win, scales", [(200, 11, 5), (160, 9, 5), (128, 7, 5),
+                                               (64, 3, 5), (32, 7, 1)])
+def test_small_images_use_a_stated_fallback(side, win, scales):
+    settings = MsSsimSettings.for_size(side)
+    assert (settings.win_size, settings.scales) == (win, scales)
+    assert (settings.fallback is None) == (side > 160)
+    images = random_images(3, size=side)
+    if settings.fallback:
+        with pytest.warns(UserWarning, match="too small"):
+            result = diversity(images)
+        assert result.provenance()["settings"]["fallback"] == settings.fallback
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            diversity(images)
+
+
+def test_bad_inputs():
+    with pytest.raises(InputError, match="at least 2"):
+        diversity(random_images(1))
+    with pytest.raises(InputError, match="differ in size"):
+        diversity([np.zeros((192, 192), np.uint8), np.zeros((200, 192), np.uint8)])
+    with pytest.raises(InputError, match="protocol"):
+        diversity(random_images(2), protocol="some")
