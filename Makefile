@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: test test-fast demo lint venv clean
+.PHONY: test test-fast demo lint venv clean system-deps
 
 venv: $(STAMP)
 
@@ -20,7 +20,16 @@ $(STAMP): pyproject.toml
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mame_eval tests benchmarks
 
-test: lint
+# The reader-study browser tests drive Debian's chromium (Playwright cannot download one).
+system-deps:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+	      >/dev/null || echo "warning: could not install chromium; browser tests will skip"; \
+	  else echo "note: run 'apt-get install -y chromium' as root for the browser tests"; fi; \
+	fi
+
+test: lint system-deps
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)
