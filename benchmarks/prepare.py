@@ -1,6 +1,6 @@
 """Benchmark `prepare`: images/s with --workers 2 against --workers 1, measured in one run.
 
-    .venv/bin/python benchmarks/prepare.py [--n 96] [--workers 2]
+    .venv/bin/python benchmarks/prepare.py [--n 300] [--workers 2]
 
 Generates phantoms (full 1024×832 size) in a temporary folder, prepares them serially and in
 parallel into fresh folders, and prints throughput and the speed-up ratio.
@@ -19,7 +19,7 @@ from mame_eval.data.prepare import prepare_dataset
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=96, help="phantom images")
+    parser.add_argument("--n", type=int, default=300, help="phantom images")
     parser.add_argument("--workers", type=int, default=2, help="parallel workers to compare")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
