@@ -1,0 +1,171 @@
+"""Feature extractors for FID/KID, and a content-addressed on-disk cache of their features.
+
+Three kinds, chosen by one string:
+
+* ``inception`` — torch-fidelity's InceptionV3 (the standard FID network, pool3, 2048-d).
+  Inputs are resized to 299×299 with torch-fidelity's TensorFlow-1.x-compatible bilinear
+  resize (the reference FID implementation's resize mode). Its weights are never downloaded
+  here: pass ``inception_weights=PATH`` or place the file in the torch hub cache.
+* ``mammonet`` / a MammoNet folder — the penultimate features of a MammoNet classifier
+  (:mod:`mame_eval.cad`), a domain-specific alternative to ImageNet features.
+* ``PATH.pt`` — any TorchScript module with the contract: float32 N×3×H×W in [0, 1] at the
+  images' own size (gray replicated to 3 channels) → N×d.
+
+Features of a set of files are cached under ``cache_dir`` by the SHA-256 of the extractor's
+identity and of every file's bytes, so a sweep extracts the real reference set once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from mame_eval.errors import InputError, ModelError
+from mame_eval.io import atomic_path
+
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+@dataclass
+class FeatureExtractor:
+    """A named feature function over uint8 RGB batches (N, H, W, 3) → float64 (N, d).
+
+    ``identity`` changes whenever the features could (weights hash, settings); it keys the
+    cache. ``resize`` says how inputs are resized, for provenance.
+    """
+
+    name: str
+    identity: str
+    fn: Callable[[np.ndarray], np.ndarray]
+    resize: str = "none (images' own size)"
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self.fn(batch), dtype=np.float64)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _inception(weights: Path | None, device: str) -> FeatureExtractor:
+    import torch
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    looked = []
+    if weights is not None:
+        looked.append(Path(weights))
+    else:
+        looked.append(Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE)
+    found = next((p for p in looked if p.is_file()), None)
+    if found is None:
+        raise ModelError(
+            f"InceptionV3 FID weights not found (looked for {', '.join(map(str, looked))}); "
+            f"offline, nothing is downloaded: pass --inception-weights PATH to {INCEPTION_FILE} "
+            "(torch-fidelity's release file), or use --features mammonet")
+    model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
+                                        feature_extractor_weights_path=str(found)).to(device)
+
+    def fn(batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))).to(device)
+        with torch.no_grad():
+            (feats,) = model(x)
+        return feats.double().cpu().numpy()
+
+    return FeatureExtractor("inception", f"inception:{file_sha256(found)}", fn,
+                            resize="299×299, torch-fidelity TF1-compatible bilinear")
+
+
+def _torchscript(path: Path, device: str) -> FeatureExtractor:
+    import torch
+
+    try:
+        module = torch.jit.load(str(path), map_location=device).eval()
+    except Exception as exc:
+        raise ModelError(f"{path}: not a loadable TorchScript module ({exc})") from None
+
+    def fn(batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(batch.transpose(0, 3, 1, 2).astype(np.float32) / 255.0).to(device)
+        with torch.no_grad():
+            out = module(x)
+        if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != len(batch):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ModelError(f"{path}: expected an N×d tensor for N={len(batch)}, got {shape}")
+        return out.double().cpu().numpy()
+
+    return FeatureExtractor(f"torchscript:{path.name}", f"torchscript:{file_sha256(path)}", fn)
+
+
+def load_extractor(spec: str, inception_weights: Path | None = None,
+                   device: str = "cpu") -> FeatureExtractor:
+    """``inception``, ``mammonet`` (the shipped classifier), a MammoNet folder or a ``.pt``."""
+    if spec == "inception":
+        return _inception(inception_weights, device)
+    path = Path(spec)
+    if path.suffix in (".pt", ".pth", ".ts") and path.is_file():
+        return _torchscript(path, device)
+    if spec == "mammonet" or path.is_dir():
+        from mame_eval.cad.features import mammonet_extractor
+
+        return mammonet_extractor(None if spec == "mammonet" else path, device=device)
+    raise InputError(
+        f"--features {spec!r}: expected 'inception', 'mammonet', a MammoNet folder or a "
+        "TorchScript file (.pt)")
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly in ``folder``, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    """An image as uint8 (H, W, 3): gray replicated, alpha dropped."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable image ({exc})") from None
+
+
+def extract_features(files: Sequence[Path], extractor: FeatureExtractor, batch_size: int = 16,
+                     cache_dir: Path | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Features (N, d) of ``files``, from the cache when the same bytes were seen before."""
+    files = [Path(f) for f in files]
+    key = None
+    if cache_dir is not None:
+        digest = hashlib.sha256(extractor.identity.encode())
+        for f in files:
+            digest.update(file_sha256(f).encode())
+        key = Path(cache_dir) / f"{digest.hexdigest()}.npy"
+        if key.is_file():
+            return np.load(key)
+    chunks = []
+    for start in range(0, len(files), batch_size):
+        batch = [load_rgb(f) for f in files[start:start + batch_size]]
+        shapes = {b.shape for b in batch}
+        if len(shapes) > 1:
+            raise InputError(f"images of one batch differ in size: {sorted(shapes)}")
+        chunks.append(extractor(np.stack(batch)))
+        if progress:
+            progress(min(start + batch_size, len(files)), len(files))
+    features = np.concatenate(chunks)
+    if key is not None:
+        with atomic_path(key) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, features)
+    return features
