@@ -159,6 +159,225 @@ def demo(
     typer.echo(summary.render())
 
 
+# --------------------------------------------------------------------------- models, training,
+# sampling (issue 3)
+
+models_app = typer.Typer(help="Build and inspect MAM-E models.", no_args_is_help=True)
+train_app = typer.Typer(
+    help="Fine-tune MAM-E (DreamBooth-style: UNet + text encoder, VAE frozen) on a prepared "
+    "dataset. Runs unchanged under `accelerate launch` for several GPUs.",
+    no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(train_app, name="train")
+
+_MODEL_HELP = ("Hub id (e.g. Likalto4/fusion_healthy) or local save_pretrained folder; default: "
+               "the embedded MAM-E-tiny.")
+
+
+@models_app.command("create-tiny")
+def models_create_tiny(
+    out: Path = typer.Argument(..., help="Output folder (save_pretrained layout, safetensors)."),
+    task: str = typer.Option("txt2img", help="txt2img (4-channel UNet) or inpaint (9-channel)."),
+    seed: int = typer.Option(0, help="Seed of the random weights."),
+    resolution: int = typer.Option(64, help="Native image size in pixels."),
+) -> None:
+    """Write a tiny random SD-family pipeline (same classes as SD v1.5, offline tokenizer)."""
+    from mame_eval.models import TinySpec, save_tiny_pipeline
+
+    folder = save_tiny_pipeline(out, task=task, seed=seed, spec=TinySpec(resolution=resolution))
+    typer.echo(f"wrote a tiny random {task} pipeline ({resolution} px, seed {seed}) to {folder}")
+
+
+def _train(task: str, config: Path, overrides: list[str]) -> None:
+    from mame_eval.training import load_config, train
+
+    settings = load_config(config, overrides, task=task)
+    update, bar = _progress_bar(f"train {task}", unit="step")
+    with bar:
+        result = train(settings, task, progress=update)
+    if not result.is_main_process:
+        return
+    for note in result.notes:
+        typer.echo(f"note: {note}", err=True)
+    loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
+    resumed = f", resumed from {result.resumed_from}" if result.resumed_from else ""
+    typer.echo(f"trained {task} to step {result.global_step}{resumed}; last loss {loss}; "
+               f"pipeline saved in {result.output_dir} (log: {result.log_csv})")
+
+
+_SET_HELP = "Override a config key, e.g. --set max_train_steps=3 (repeatable)."
+
+
+@train_app.command("healthy")
+def train_healthy(
+    config: Path = typer.Argument(..., help="Training config (TOML), e.g. training/fusion.toml."),
+    set_: list[str] = typer.Option([], "--set", help=_SET_HELP),
+) -> None:
+    """Text-to-image fine-tuning on DATA/healthy (images + prompts).
+
+    Writes to output_dir: checkpoint-N/ every checkpointing_steps, logs/train_log.csv and
+    TensorBoard events (loss, lr, peak memory), validation/step-N.png grids, and finally the
+    pipeline (save_pretrained) that --model accepts. With resume_from_checkpoint = "latest"
+    a rerun continues from the newest checkpoint.
+    """
+    _train("healthy", config, set_)
+
+
+@train_app.command("inpaint")
+def train_inpaint(
+    config: Path = typer.Argument(..., help="Training config (TOML), e.g. "
+                                  "training/inpaint-siemens.toml."),
+    set_: list[str] = typer.Option([], "--set", help=_SET_HELP),
+) -> None:
+    """Lesion-inpainting fine-tuning on DATA/lesion (images, box masks); 9-channel UNet.
+
+    A 4-channel starting model gets its conv_in widened to 9 channels with zero weights.
+    Outputs and resuming as for `train healthy`.
+    """
+    _train("inpaint", config, set_)
+
+
+def _prompt(prompt: str | None, attributes: str | None, laterality: str | None
+            ) -> tuple[str, str]:
+    from mame_eval.errors import InputError
+    from mame_eval.generation import prompt_from_attributes
+
+    if (prompt is None) == (attributes is None):
+        raise InputError("give exactly one of --prompt TEXT or --attributes key=value,...")
+    side = None
+    if attributes is not None:
+        prompt, side = prompt_from_attributes(attributes)
+    if laterality and side and laterality.upper() != side:
+        raise InputError(f"--laterality {laterality} contradicts laterality={side} in "
+                         "--attributes")
+    return prompt, (laterality or side or "L")
+
+
+def _report(run, what: str) -> None:
+    if not run.is_main_process:
+        return
+    typer.echo(f"{what}: {run.generated} new, {run.skipped} already there; "
+               f"{len(run.rows)} images in {run.out} (manifest: {run.manifest})")
+
+
+@app.command()
+def generate(
+    out: Path = typer.Option(..., "--out", help="Run folder: PNGs + manifest.jsonl."),
+    model: str = typer.Option(None, help=_MODEL_HELP),
+    prompt: str = typer.Option(None, help="Prompt text, e.g. 'a siemens mammogram in MLO view "
+                               "with high density'."),
+    attributes: str = typer.Option(None, help="Prompt from attributes, e.g. vendor=siemens,"
+                                   "view=MLO,density=high,area=small (grammar from DESIGN §1)."),
+    n: int = typer.Option(4, "--n", help="Number of images; image i uses seed SEED+i."),
+    guidance: float = typer.Option(4.0, help="Classifier-free guidance scale (paper: 4)."),
+    steps: int = typer.Option(24, help="Sampling steps (paper: 24; 50 at high guidance)."),
+    seed: int = typer.Option(0, help="Base seed."),
+    negative_prompt: str = typer.Option("", help="Negative prompt, e.g. 'white background'."),
+    laterality: str = typer.Option(None, help="L (as trained) or R (mirrored)."),
+    batch_size: int = typer.Option(4, help="Images per forward pass."),
+    scheduler: str = typer.Option("dpm++", help="dpm++ (paper), dpm++-karras, ddim, euler, "
+                                  "euler-a, pndm, unipc, …"),
+    height: int = typer.Option(None, help="Image height (default: the model's)."),
+    width: int = typer.Option(None, help="Image width (default: the model's)."),
+    device: str = typer.Option(None, help="cuda, cpu, … (default: CUDA when available)."),
+    dtype: str = typer.Option(None, help="fp16, bf16 or fp32 (default: fp16 on CUDA)."),
+) -> None:
+    """Generate mammograms from a prompt into a resumable run folder.
+
+    Image i uses seed SEED+i; a rerun skips images already in the manifest. Under
+    `accelerate launch --num_processes K -m mame_eval generate ...` the images are split
+    across the K processes and one manifest is written.
+    """
+    from mame_eval.generation import generate as run_generate
+
+    text, side = _prompt(prompt, attributes, laterality)
+    update, bar = _progress_bar("generate")
+    with bar:
+        run = run_generate(model, text, out, n=n, guidance_scale=guidance, steps=steps,
+                           seed=seed, negative_prompt=negative_prompt, laterality=side,
+                           batch_size=batch_size, scheduler=scheduler, height=height,
+                           width=width, device=device, dtype=dtype, progress=update)
+    _report(run, f"generated {text!r}")
+
+
+@app.command()
+def inpaint(
+    image: Path = typer.Option(..., help="Image to add a lesion to (sides multiples of 8)."),
+    out: Path = typer.Option(..., "--out", help="Run folder: PNGs, mask.png, manifest.jsonl."),
+    model: str = typer.Option(None, help="Inpainting model: hub id (e.g. Likalto4/"
+                              "vindr_lesion-inpainting) or local folder; default: embedded."),
+    mask: Path = typer.Option(None, help="Mask image, white = where the lesion goes."),
+    box: str = typer.Option(None, help="Lesion box x0,y0,x1,y1 in image pixels."),
+    prompt: str = typer.Option("a mammogram with a lesion", help="Prompt (as trained)."),
+    n: int = typer.Option(1, "--n", help="Number of variants; variant i uses seed SEED+i."),
+    guidance: float = typer.Option(4.0, help="Classifier-free guidance scale."),
+    steps: int = typer.Option(24, help="Sampling steps."),
+    seed: int = typer.Option(0, help="Base seed."),
+    negative_prompt: str = typer.Option("", help="Negative prompt."),
+    composite: bool = typer.Option(True, help="Keep the original pixels outside the "
+                                   "(feathered) mask; --no-composite: raw pipeline output."),
+    feather: float = typer.Option(None, help="Feather width in pixels (default ~1 % of the "
+                                  "image side)."),
+    batch_size: int = typer.Option(4, help="Images per forward pass."),
+    scheduler: str = typer.Option("dpm++", help="Scheduler name."),
+    device: str = typer.Option(None, help="cuda, cpu, …"),
+    dtype: str = typer.Option(None, help="fp16, bf16 or fp32."),
+) -> None:
+    """Inpaint a lesion into a mammogram inside a mask or box (paper §2.4)."""
+    from mame_eval.generation import inpaint as run_inpaint
+    from mame_eval.generation import parse_box
+
+    update, bar = _progress_bar("inpaint")
+    with bar:
+        run = run_inpaint(model, image, out, mask=mask,
+                          box=parse_box(box) if box is not None else None, prompt=prompt, n=n,
+                          guidance_scale=guidance, steps=steps, seed=seed,
+                          negative_prompt=negative_prompt, composite_output=composite,
+                          feather=feather, batch_size=batch_size, scheduler=scheduler,
+                          device=device, dtype=dtype, progress=update)
+    _report(run, f"inpainted {image}")
+
+
+@app.command()
+def synthesize(
+    out: Path = typer.Option(..., "--out", help="Run folder: healthy/, images/, masks/, "
+                             "manifest.jsonl."),
+    model: str = typer.Option(None, help=_MODEL_HELP),
+    inpaint_model: str = typer.Option(None, help="Inpainting model (default: embedded)."),
+    prompt: str = typer.Option(None, help="Prompt of the healthy image."),
+    attributes: str = typer.Option(None, help="Prompt from attributes (see generate)."),
+    box: str = typer.Option(None, help="Lesion box x0,y0,x1,y1 (default: a random box inside "
+                            "the breast per image)."),
+    n: int = typer.Option(4, "--n", help="Number of images; image i uses seed SEED+i."),
+    guidance: float = typer.Option(4.0, help="Guidance of the healthy image."),
+    inpaint_guidance: float = typer.Option(None, help="Guidance of the lesion (default: same)."),
+    steps: int = typer.Option(24, help="Sampling steps (both stages)."),
+    seed: int = typer.Option(0, help="Base seed."),
+    negative_prompt: str = typer.Option("", help="Negative prompt (both stages)."),
+    laterality: str = typer.Option(None, help="L or R (mirrored)."),
+    composite: bool = typer.Option(True, help="Keep healthy pixels outside the lesion box."),
+    batch_size: int = typer.Option(4, help="Images per forward pass."),
+    scheduler: str = typer.Option("dpm++", help="Scheduler name."),
+    device: str = typer.Option(None, help="cuda, cpu, …"),
+    dtype: str = typer.Option(None, help="fp16, bf16 or fp32."),
+) -> None:
+    """A fully synthetic mammogram with a lesion: generate healthy, then inpaint (Fig. 8)."""
+    from mame_eval.generation import parse_box
+    from mame_eval.generation import synthesize as run_synthesize
+
+    text, side = _prompt(prompt, attributes, laterality)
+    update, bar = _progress_bar("synthesize")
+    with bar:
+        run = run_synthesize(model, inpaint_model, text, out, n=n,
+                             box=parse_box(box) if box is not None else None,
+                             guidance_scale=guidance, inpaint_guidance_scale=inpaint_guidance,
+                             steps=steps, seed=seed, negative_prompt=negative_prompt,
+                             laterality=side, composite_output=composite,
+                             batch_size=batch_size, scheduler=scheduler, device=device,
+                             dtype=dtype, progress=update)
+    _report(run, f"synthesized {text!r} with lesions")
+
+
 def main() -> None:
     """Console entry point: library errors become one line and a non-zero exit."""
     try:

@@ -1,0 +1,155 @@
+"""A fully synthetic mammogram with a lesion (paper Fig. 8; ``mame-eval synthesize``).
+
+Per image ``i`` (seed ``S + i`` throughout): generate a healthy mammogram → choose the lesion
+box (the one given, or a random box that lies wholly inside the breast, found with the same
+breast mask as ``prepare``) → inpaint a lesion there → mirror everything for a right breast.
+Saved: ``healthy/i.png``, ``images/i.png`` (with the lesion), ``masks/i.png`` (0/255) and one
+manifest line with the box.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from mame_eval import __version__
+from mame_eval.data.preprocess import breast_mask
+from mame_eval.errors import InputError
+from mame_eval.generation.generate import (
+    _load,
+    _now,
+    check_laterality,
+    check_size,
+    default_size,
+    generators,
+    source_fields,
+    to_uint8,
+)
+from mame_eval.generation.inpaint import Box, box_to_mask, default_feather, inpaint_arrays
+from mame_eval.generation.manifest import GenerationRun, run_indexed
+from mame_eval.io import save_png
+from mame_eval.prompts import INPAINT_PROMPT
+
+#: Default lesion box side as a fraction of the image side (masses in the prepared 512-px
+#: images are mostly 20–80 px across).
+BOX_FRACTION = (0.06, 0.15)
+
+
+def random_box_in_breast(image: np.ndarray, rng: np.random.Generator,
+                         fraction: tuple[float, float] = BOX_FRACTION) -> tuple[Box, str]:
+    """A random box wholly inside the breast of ``image`` → (box, how it was found).
+
+    The side is drawn from ``fraction`` × image side; the centre uniformly among the pixels
+    where such a box fits inside the breast mask. When the breast is too small for any box
+    (e.g. an untrained model's output), the box is placed anywhere in the image and the
+    returned source says so.
+    """
+    from scipy import ndimage
+
+    h, w = image.shape[:2]
+    lo, hi = fraction
+    # Odd sides so that the filter below is centred on the box centre.
+    bw = max(1, int(round(rng.uniform(lo, hi) * w)) | 1)
+    bh = max(1, int(round(rng.uniform(lo, hi) * h)) | 1)
+    breast = breast_mask(image)
+    fits = ndimage.minimum_filter(breast.astype(np.uint8), size=(bh, bw), mode="constant") > 0
+    source = "breast"
+    ys, xs = np.nonzero(fits)
+    if len(ys) == 0:
+        source = "image (no breast region large enough)"
+        ys, xs = np.mgrid[bh // 2:h - bh // 2, bw // 2:w - bw // 2]
+        ys, xs = ys.ravel(), xs.ravel()
+    k = int(rng.integers(len(ys)))
+    cy, cx = int(ys[k]), int(xs[k])
+    box = (cx - bw // 2, cy - bh // 2, cx + bw // 2 + 1, cy + bh // 2 + 1)
+    return tuple(float(v) for v in box), source  # type: ignore[return-value]
+
+
+def mirror_box(box: Box, width: int) -> Box:
+    x0, y0, x1, y1 = box
+    return (width - x1, y0, width - x0, y1)
+
+
+def synthesize(model: str | os.PathLike | None, inpaint_model: str | os.PathLike | None,
+               prompt: str, out: Path, *, n: int = 1, box: Box | None = None,
+               box_fraction: tuple[float, float] = BOX_FRACTION, guidance_scale: float = 4.0,
+               inpaint_guidance_scale: float | None = None, steps: int = 24, seed: int = 0,
+               negative_prompt: str = "", laterality: str = "L", composite_output: bool = True,
+               feather: float | None = None, batch_size: int = 4, scheduler: str = "dpm++",
+               device: str | None = None, dtype=None, pipe=None, inpaint_pipe=None,
+               progress: Callable[[int, int], None] | None = None) -> GenerationRun:
+    """Healthy image from ``model`` + a lesion from ``inpaint_model``, ``n`` times.
+
+    ``box`` is in the pixels of the saved image (so for ``laterality="R"`` in the mirrored
+    image); ``None`` draws a random box inside the breast per image (seeded ``S + i``).
+    """
+    laterality = check_laterality(laterality)
+    if steps < 1:
+        raise InputError(f"--steps {steps}: expected at least 1")
+    if not 0 < box_fraction[0] <= box_fraction[1] < 1:
+        raise InputError(f"box fraction {box_fraction}: expected 0 < low ≤ high < 1")
+    pipe = _load(pipe, model, "txt2img", device, dtype, scheduler)
+    inpaint_pipe = _load(inpaint_pipe, inpaint_model, "inpaint", device, dtype, scheduler)
+    h, w = default_size(pipe)
+    check_size(h, w)
+    if box is not None:
+        box_to_mask(box, h, w)  # validate against the image size now, not per image
+    ramp = default_feather(h, w) if feather is None else float(feather)
+    lesion_guidance = guidance_scale if inpaint_guidance_scale is None else inpaint_guidance_scale
+    inp = source_fields(inpaint_pipe)
+    out = Path(out)
+    fixed = {"task": "synthesize", **source_fields(pipe), "inpaint_model": inp["model"],
+             "inpaint_revision": inp["revision"], "prompt": prompt,
+             "inpaint_prompt": INPAINT_PROMPT, "negative_prompt": negative_prompt,
+             "guidance_scale": float(guidance_scale),
+             "inpaint_guidance_scale": float(lesion_guidance), "steps": int(steps),
+             "seed_base": int(seed), "height": h, "width": w, "laterality": laterality,
+             "box_fraction": list(box_fraction), "composite": composite_output,
+             "feather": ramp if composite_output else None, "mame_eval": __version__}
+
+    def render(indices: list[int]) -> list[dict]:
+        t0 = time.perf_counter()
+        seeds = [seed + i for i in indices]
+        healthy = to_uint8(pipe(
+            prompt=[prompt] * len(indices),
+            negative_prompt=[negative_prompt] * len(indices) if negative_prompt else None,
+            generator=generators(seeds), num_inference_steps=steps,
+            guidance_scale=guidance_scale, height=h, width=w, output_type="np").images)
+        boxes, sources = [], []
+        for i, image in zip(indices, healthy, strict=True):
+            if box is not None:
+                # The model draws left breasts; a box given for a right one is mirrored back.
+                boxes.append(mirror_box(box, w) if laterality == "R" else tuple(box))
+                sources.append("given")
+            else:
+                found, how = random_box_in_breast(
+                    image, np.random.default_rng([seed, i]), box_fraction)
+                boxes.append(found)
+                sources.append(how)
+        masks = [box_to_mask(b, h, w) for b in boxes]
+        lesions = inpaint_arrays(inpaint_pipe, healthy, masks, seeds, INPAINT_PROMPT,
+                                 negative_prompt, lesion_guidance, steps, 1.0, composite_output,
+                                 ramp)
+        per_image = (time.perf_counter() - t0) / len(indices)
+        rows = []
+        for i, s, clean, lesion, mask, b, how in zip(indices, seeds, healthy, lesions, masks,
+                                                     boxes, sources, strict=True):
+            if laterality == "R":
+                clean, lesion, mask = (np.ascontiguousarray(a[:, ::-1])
+                                       for a in (clean, lesion, mask))
+                b = mirror_box(b, w)
+            name = f"{i:05d}.png"
+            save_png(out / "healthy" / name, clean)
+            save_png(out / "masks" / name, mask.astype(np.uint8) * 255)
+            save_png(out / "images" / name, lesion)
+            rows.append({"index": i, "file": f"images/{name}", "healthy_file": f"healthy/{name}",
+                         "mask_file": f"masks/{name}", "seed": s, "box": list(b),
+                         "box_source": how, "time_s": round(per_image, 4), "created": _now(),
+                         "device": str(pipe.device)})
+        return rows
+
+    return run_indexed(out, n, batch_size, fixed, render, progress)

@@ -1,0 +1,182 @@
+"""Training configuration: a TOML file validated before any work starts.
+
+Every key of :class:`TrainConfig` may appear in the file; an unknown key is an error (a typo must
+not silently fall back to a default). ``--set key=value`` on the command line overrides a key;
+the value is read as a TOML value (``3``, ``1e-4``, ``true``, ``["a", "b"]``) and otherwise as
+plain text (``--set output_dir=runs/x``). Relative paths are relative to the current folder.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mame_eval.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+TASKS = ("healthy", "inpaint")
+LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine",
+                 "cosine_with_restarts", "polynomial")
+
+
+class TinyOptions(BaseModel):
+    """Sizes of the random tiny model used when ``pretrained_model = "tiny"``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = 0
+    unet_channels: list[int] = Field(default=[32, 64], min_length=1)
+    vae_channels: list[int] = Field(default=[32, 64], min_length=1)
+    layers_per_block: int = Field(default=1, ge=1)
+    text_hidden: int = Field(default=32, ge=8)
+    text_layers: int = Field(default=1, ge=1)
+    attention_head_dim: int = Field(default=8, ge=1)
+
+
+class TrainConfig(BaseModel):
+    """One fine-tuning run (DreamBooth-style as in the paper: UNet + text encoder, VAE frozen)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # what to train
+    task: Literal["healthy", "inpaint"] | None = Field(
+        default=None, description="Guard: when set, must match `train healthy|inpaint`.")
+    pretrained_model: str = Field(
+        description="Hub id, local save_pretrained folder, or 'tiny' (a random tiny SD model).")
+    revision: str | None = None
+    tiny: TinyOptions = Field(default_factory=TinyOptions)
+    train_text_encoder: bool = True
+
+    # data
+    data_dir: Path = Field(description="Prepared dataset root (healthy/ and lesion/).")
+    output_dir: Path
+    resolution: int = Field(default=512, ge=8)
+    random_flip: bool = Field(
+        default=False, description="Off: prepare mirrors every breast to one side on purpose.")
+    max_train_samples: int | None = Field(default=None, ge=1)
+    dataloader_num_workers: int = Field(default=0, ge=0)
+
+    # optimisation
+    train_batch_size: int = Field(default=1, ge=1)
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    max_train_steps: int = Field(ge=1)
+    learning_rate: float = Field(default=1e-6, gt=0)
+    scale_lr: bool = False
+    lr_scheduler: Literal[LR_SCHEDULERS] = "constant"  # type: ignore[valid-type]
+    lr_warmup_steps: int = Field(default=0, ge=0)
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_weight_decay: float = 1e-2
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    noise_offset: float = Field(default=0.0, ge=0)
+
+    # memory and speed
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    use_8bit_adam: bool = False
+    gradient_checkpointing: bool = False
+    attention: Literal["sdpa", "xformers"] = "sdpa"
+    allow_tf32: bool = True
+    set_grads_to_none: bool = True
+
+    # reproducibility
+    seed: int = 0
+
+    # validation images (paper Figs 12-15): fixed noise, so grids are comparable over steps
+    validation_prompts: list[str] = Field(default_factory=list)
+    validation_negative_prompt: str = ""
+    validation_steps: int = Field(default=0, ge=0, description="0: only after the last step.")
+    num_validation_images: int = Field(default=4, ge=1)
+    validation_guidance_scale: float = Field(default=4.0, ge=0)
+    validation_inference_steps: int = Field(default=24, ge=1)
+    validation_scheduler: str = "dpm++"
+
+    # checkpoints and logs
+    checkpointing_steps: int = Field(default=500, ge=1)
+    checkpoints_total_limit: int | None = Field(default=None, ge=1)
+    resume_from_checkpoint: str | None = Field(
+        default=None, description="'latest' or a checkpoint folder.")
+    report_to: Literal["tensorboard", "none"] = "tensorboard"
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.resolution % 8:
+            raise ValueError(f"resolution {self.resolution} must be a multiple of 8")
+        if self.lr_warmup_steps > self.max_train_steps:
+            raise ValueError(f"lr_warmup_steps {self.lr_warmup_steps} exceeds max_train_steps "
+                             f"{self.max_train_steps}")
+        return self
+
+
+def _error_line(source: str, exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        if err["type"] == "extra_forbidden":
+            fields = TinyOptions.model_fields if where.startswith("tiny.") else \
+                TrainConfig.model_fields
+            close = difflib.get_close_matches(where.rpartition(".")[2], list(fields), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else \
+                f"valid keys: {', '.join(fields)}"
+            parts.append(f"unknown key {where!r} ({hint})")
+        elif err["type"] == "missing":
+            parts.append(f"missing key {where!r}")
+        else:
+            parts.append(f"{where} = {err.get('input')!r}: {err['msg']}")
+    return f"{source}: " + "; ".join(parts)
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """``"key=value"`` → (key, value); the value as TOML when it parses, else as text."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {text!r}: expected key=value, e.g. max_train_steps=3")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = (),
+                task: str | None = None) -> TrainConfig:
+    """Read and validate a training TOML; apply ``key=value`` overrides; check the task."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: training config not found")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    for item in overrides:
+        key, value = parse_override(item)
+        if "." in key:  # tiny.seed=1
+            head, _, sub = key.partition(".")
+            table = data.setdefault(head, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"--set {item!r}: {head!r} is not a table")
+            table[sub] = value
+        else:
+            data[key] = value
+    source = f"{path}" + (f" (with --set {', '.join(overrides)})" if overrides else "")
+    try:
+        config = TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_error_line(source, exc)) from None
+    if task is not None:
+        if task not in TASKS:
+            raise ConfigError(f"task {task!r}: expected one of {', '.join(TASKS)}")
+        if config.task is not None and config.task != task:
+            raise ConfigError(f"{path}: task = {config.task!r}, but `train {task}` was asked "
+                              f"for; use `mame-eval train {config.task}`")
+    return config
