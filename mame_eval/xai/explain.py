@@ -1,0 +1,535 @@
+"""``mame-eval explain``: attribution maps of a lesion classifier, scored against lesion masks.
+
+For every image of every group, every method (Grad-CAM, saliency, occlusion) gives a map
+(:mod:`mame_eval.xai.attribution`), upsampled (bilinear) from the classifier's input size to
+the image's own size and scored against the image's lesion mask
+(:mod:`mame_eval.xai.localization`). Typical use — do the classifier's explanations fall on
+synthetic (inpainted) lesions the way they fall on real ones::
+
+    explain(groups={"real": "prep/lesion", "inpainted": "runs/inpaint"}, cad="runs/cad",
+            out="runs/explain")
+
+**Groups and masks.** A group folder ``DIR`` is either a prepared lesion folder (it holds
+``images/`` and ``masks/``: ``DIR/images`` are the images, ``DIR/masks`` the masks) or a folder
+of images whose masks, if any, lie beside it in ``DIR/../masks``. A mask is the file with the
+same name (any image suffix; 0/255 or boolean, > 0 = lesion) and the same size as its image.
+``images_dir`` (``--images``) with ``masks_dir`` (``--masks``) is one more group, named
+``name`` (default ``"images"``); without ``masks_dir`` its masks are found by the same rule.
+
+**Images without a mask** (no mask file, or an all-zero mask) are still explained and get a
+``lesion_score``, but their four localisation cells are left empty (``scored`` = false); they
+are not counted in the summary's ``n_scored``. No score is ever NaN-valued in the files.
+
+Outputs in ``out``:
+
+* ``scores.csv`` — one row per image × method: ``image, group, method, lesion_score,
+  pointing_game, relevance_mass, relevance_rank, energy_pointing, scored, mask``.
+* ``summary.csv`` — one row per group × method: ``n_images``, ``n_scored`` and, for
+  ``lesion_score`` and each localisation score, ``<score>_mean``, ``<score>_ci_low``,
+  ``<score>_ci_high`` (percentile bootstrap, ``n_boot`` resamples, seeded; empty for n < 2).
+* ``comparison.csv`` (two or more groups) — per pair of groups × method × score:
+  ``difference = mean_b − mean_a`` with a bootstrap CI (groups resampled independently), the
+  Mann–Whitney U of group b vs a and its two-sided p (``scipy.stats.mannwhitneyu``; 1.0 when
+  all values are tied), and ``p_holm`` (Holm-adjusted over the whole table). The
+  ``lesion_score`` does not depend on the method: it has one row per pair, method ``any``.
+* ``heatmaps.png`` / ``heatmaps.pdf`` — the paper's Fig. 18 layout: one row per image (up to
+  ``heatmap_rows``, spread over the groups), columns: the image with its lesion box(es), then
+  one overlay per method (its positive part, scaled to the 99.5th percentile for display),
+  each titled with its relevance mass.
+* ``provenance.json`` — versions, device, settings, input hashes, wall time.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mame_eval.errors import DataError, InputError, ModelError
+from mame_eval.io import atomic_path, write_json
+from mame_eval.xai.attribution import METHODS, attribute, default_occlusion_window
+from mame_eval.xai.localization import localization_scores
+
+__all__ = ["DEFAULT_CAD", "ExplainResult", "SCORE_COLUMNS", "explain", "resolve_group"]
+
+#: The shipped MammoNet-tiny (DESIGN §5), the default ``--cad`` once it exists.
+DEFAULT_CAD = Path(__file__).resolve().parent.parent / "assets" / "mammonet-tiny"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+LOCALIZATION = ("pointing_game", "relevance_mass", "relevance_rank", "energy_pointing")
+SCORE_COLUMNS = ("image", "group", "method", "lesion_score", *LOCALIZATION, "scored", "mask")
+_SUMMARISED = ("lesion_score", *LOCALIZATION)
+
+
+@dataclass
+class ExplainResult:
+    """What :func:`explain` wrote (``files``) and its tables."""
+
+    out: Path
+    scores: pd.DataFrame
+    summary: pd.DataFrame
+    comparison: pd.DataFrame | None
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def render(self) -> str:
+        """A short text table of the summary (mean relevance mass and pointing game)."""
+        lines = []
+        for row in self.summary.itertuples(index=False):
+            mass = "n/a" if pd.isna(row.relevance_mass_mean) else f"{row.relevance_mass_mean:.3f}"
+            pg = "n/a" if pd.isna(row.pointing_game_mean) else f"{row.pointing_game_mean:.3f}"
+            lines.append(f"{row.group:>12} {row.method:>9}: relevance mass {mass}, pointing "
+                         f"game {pg} (n={row.n_scored} of {row.n_images})")
+        lines.append(f"outputs in {self.out}: " + ", ".join(p.name for p in self.files.values()))
+        return "\n".join(lines)
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not p.name.startswith("."))
+
+
+def resolve_group(path: Path | str, masks: Path | str | None = None
+                  ) -> tuple[Path, Path | None]:
+    """``(images_dir, masks_dir or None)`` of a group folder (see the module docstring)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"{path}: no such folder of images")
+    if masks is not None:
+        masks = Path(masks)
+        if not masks.is_dir():
+            raise DataError(f"{masks}: no such folder of masks")
+        images = path / "images" if (path / "images").is_dir() and not _images_in(path) \
+            else path
+        return images, masks
+    if (path / "images").is_dir():
+        beside = path / "masks"
+        return path / "images", beside if beside.is_dir() else None
+    beside = path.resolve().parent / "masks"
+    return path, beside if beside.is_dir() and beside != path.resolve() else None
+
+
+def _mask_for(image: Path, masks_dir: Path | None) -> Path | None:
+    if masks_dir is None:
+        return None
+    exact = masks_dir / image.name
+    if exact.is_file():
+        return exact
+    for suffix in IMAGE_SUFFIXES:
+        candidate = masks_dir / f"{image.stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    from mame_eval.cad.data import read_gray
+
+    mask = read_gray(path) > 0
+    if mask.shape != shape:
+        raise DataError(f"{path}: mask is {mask.shape[1]}×{mask.shape[0]} but its image is "
+                        f"{shape[1]}×{shape[0]} pixels")
+    return mask
+
+
+def _upsample(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``(h, w)`` map → ``shape`` (bilinear), float64."""
+    if maps.shape == shape:
+        return maps.astype(np.float64)
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))[None, None]
+    return F.interpolate(t, size=shape, mode="bilinear", align_corners=False)[0, 0].double() \
+        .numpy()
+
+
+def _bootstrap_mean_ci(values: np.ndarray, rng: np.random.Generator, n_boot: int,
+                       level: float) -> tuple[float | None, float | None]:
+    if len(values) < 2:
+        return None, None
+    idx = rng.integers(0, len(values), size=(n_boot, len(values)))
+    means = values[idx].mean(1)
+    alpha = (1.0 - level) / 2
+    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+
+
+def _summarise(scores: pd.DataFrame, groups: list[str], methods: list[str], n_boot: int,
+               level: float, seed: int) -> pd.DataFrame:
+    rows = []
+    for gi, group in enumerate(groups):
+        for mi, method in enumerate(methods):
+            sub = scores[(scores.group == group) & (scores.method == method)]
+            row: dict = {"group": group, "method": method, "n_images": len(sub),
+                         "n_scored": int(sub.scored.sum())}
+            for si, name in enumerate(_SUMMARISED):
+                values = sub[name].dropna().to_numpy(dtype=float)
+                # lesion_score does not depend on the method: same resamples for every method
+                rng = np.random.default_rng([seed, gi, 0 if si == 0 else mi, si])
+                lo, hi = _bootstrap_mean_ci(values, rng, n_boot, level)
+                row[f"{name}_mean"] = float(values.mean()) if len(values) else None
+                row[f"{name}_ci_low"], row[f"{name}_ci_high"] = lo, hi
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _holm(p: np.ndarray) -> np.ndarray:
+    order = np.argsort(p)
+    m = len(p)
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def _compare(scores: pd.DataFrame, groups: list[str], methods: list[str], n_boot: int,
+             level: float, seed: int) -> pd.DataFrame:
+    from scipy.stats import mannwhitneyu
+
+    rows = []
+    alpha = (1.0 - level) / 2
+    for ai in range(len(groups)):
+        for bi in range(ai + 1, len(groups)):
+            a_name, b_name = groups[ai], groups[bi]
+            for mi, method in enumerate(methods):
+                for si, name in enumerate(_SUMMARISED):
+                    if si == 0 and mi > 0:
+                        continue  # lesion_score: one row per pair (method "any")
+                    sel = scores.method == method
+                    a = scores[sel & (scores.group == a_name)][name].dropna().to_numpy(float)
+                    b = scores[sel & (scores.group == b_name)][name].dropna().to_numpy(float)
+                    if len(a) == 0 or len(b) == 0:
+                        continue
+                    row = {"group_a": a_name, "group_b": b_name,
+                           "method": "any" if si == 0 else method,
+                           "score": name, "n_a": len(a), "n_b": len(b),
+                           "mean_a": float(a.mean()), "mean_b": float(b.mean()),
+                           "difference": float(b.mean() - a.mean()),
+                           "ci_low": None, "ci_high": None, "ci_method": "bootstrap percentile",
+                           "mannwhitney_u": None, "p_value": None}
+                    if len(a) >= 2 and len(b) >= 2:
+                        rng = np.random.default_rng([seed, ai, bi, mi, si])
+                        da = a[rng.integers(0, len(a), (n_boot, len(a)))].mean(1)
+                        db = b[rng.integers(0, len(b), (n_boot, len(b)))].mean(1)
+                        diff = db - da
+                        row["ci_low"] = float(np.quantile(diff, alpha))
+                        row["ci_high"] = float(np.quantile(diff, 1 - alpha))
+                    if np.all(np.concatenate([a, b]) == a[0]):
+                        row["mannwhitney_u"], row["p_value"] = len(a) * len(b) / 2, 1.0
+                    else:
+                        res = mannwhitneyu(b, a, alternative="two-sided")
+                        row["mannwhitney_u"], row["p_value"] = float(res.statistic), \
+                            float(res.pvalue)
+                    rows.append(row)
+    frame = pd.DataFrame(rows)
+    if len(frame):
+        frame["p_holm"] = _holm(frame["p_value"].to_numpy(float))
+    return frame
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6g", na_rep="")
+    return path
+
+
+def _boxes(mask: np.ndarray) -> list[tuple[float, float, float, float]]:
+    from scipy import ndimage
+
+    labels, _ = ndimage.label(mask)
+    return [(s[1].start - 0.5, s[0].start - 0.5, s[1].stop - 0.5, s[0].stop - 0.5)
+            for s in ndimage.find_objects(labels) if s is not None]
+
+
+def _heatmaps(rows: list[dict], methods: list[str], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    titles = {"gradcam": "Grad-CAM", "saliency": "Saliency", "occlusion": "Occlusion"}
+    n_rows, n_cols = max(1, len(rows)), 1 + len(methods)
+    tile = 2.4
+    aspect = rows[0]["image"].shape[0] / rows[0]["image"].shape[1] if rows else 1.0
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(n_cols * tile, n_rows * tile * aspect + 0.5),
+                             squeeze=False, facecolor="black")
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for r, row in enumerate(rows):
+        image, boxes = row["image"], row["boxes"]
+        for c in range(n_cols):
+            ax = axes[r, c]
+            ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="lanczos")
+            if c == 0:
+                short = row["name"] if len(row["name"]) <= 22 else row["name"][:19] + "…"
+                ax.set_title(f"{row['group']}: {short}\np(lesion) = {row['score']:.2f}",
+                             color="white", fontsize=6.5)
+            else:
+                method = methods[c - 1]
+                # display only: positive part, scaled to its 99.5th percentile (a few hot
+                # pixels must not hide the rest of a sparse saliency map)
+                heat = np.clip(row["maps"][method], 0.0, None)
+                top = float(np.quantile(heat, 0.995))
+                top = top if top > 0 else float(heat.max())
+                heat = np.clip(heat / top, 0.0, 1.0) if top > 0 else heat
+                ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0,
+                          interpolation="bilinear")
+                mass = row["mass"].get(method)
+                label = titles.get(method, method)
+                if mass is not None:
+                    label += f"\nrelevance mass {mass:.2f}"
+                ax.set_title(label, color="white", fontsize=6.5)
+            for x0, y0, x1, y1 in boxes:
+                ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False,
+                                       lw=1.2 if c == 0 else 0.8,
+                                       edgecolor="#40ff40" if c == 0 else "white"))
+    fig.tight_layout()
+    paths = []
+    for ext in ("png", "pdf"):
+        path = out / f"heatmaps.{ext}"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, dpi=130, facecolor="black")
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def _parse_groups(images_dir, masks_dir, groups, name: str) -> dict[str, tuple[Path, Path | None]]:
+    resolved: dict[str, tuple[Path, Path | None]] = {}
+    if images_dir is not None:
+        resolved[name] = resolve_group(images_dir, masks_dir)
+    elif masks_dir is not None:
+        raise InputError("--masks needs --images")
+    for group, spec in (groups or {}).items():
+        if not group or "," in group:
+            raise InputError(f"group name {group!r}: expected a non-empty name without commas")
+        if group in resolved:
+            raise InputError(f"group {group!r} given twice")
+        if isinstance(spec, (tuple, list)):
+            path, masks = (spec[0], spec[1]) if len(spec) == 2 else (spec[0], None)
+        else:
+            path, masks = spec, None
+        resolved[group] = resolve_group(path, masks)
+    if not resolved:
+        raise InputError("nothing to explain: give --images DIR or at least one --group NAME=DIR")
+    return resolved
+
+
+def _load_cad(cad, layer, lesion_index, channels, image_size, device):
+    from mame_eval.cad.classifier import load_classifier
+
+    if cad is None:
+        if not (DEFAULT_CAD / "config.json").is_file():
+            raise ModelError(
+                f"no --cad given and the shipped MammoNet-tiny ({DEFAULT_CAD}) is not installed; "
+                "pass --cad with a MammoNet folder (mame-eval train cad) or a TorchScript file")
+        cad = DEFAULT_CAD
+    return load_classifier(cad, layer=layer, lesion_index=lesion_index, channels=channels,
+                           image_size=image_size, device=device)
+
+
+def _cad_inputs(cad, classifier) -> dict:
+    from mame_eval.cad.provenance import digest_files
+
+    info = {"source": classifier.source, "kind": classifier.kind,
+            "layer": classifier.layer_name or getattr(classifier.model, "gradcam_layer_name", None),
+            "image_size": classifier.image_size, "channels": classifier.channels}
+    if isinstance(cad, (str, Path)) or cad is None:
+        path = Path(cad) if cad is not None else DEFAULT_CAD
+        files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+        files = [p for p in files if p.name in ("config.json", "model.safetensors")] \
+            if path.is_dir() else files
+        info.update(digest_files(files))
+    return info
+
+
+def explain(images_dir: Path | str | None = None, masks_dir: Path | str | None = None, *,
+            groups: Mapping[str, object] | None = None, cad=None,
+            methods: Sequence[str] = METHODS, out: Path | str, name: str = "images",
+            layer: str | None = None, lesion_index: int | None = None,
+            channels: int | None = None, image_size: int | None = None,
+            batch_size: int = 8, occlusion_window: int | None = None,
+            occlusion_stride: int | None = None, occlusion_baseline: float = 0.0,
+            perturbations_per_eval: int = 32, noise_tunnel=None, tolerance: float = 0.0,
+            max_images: int | None = None, heatmap_rows: int = 6, level: float = 0.95,
+            n_boot: int = 2000, seed: int = 0, device: str = "cpu",
+            progress: Callable[[int, int], None] | None = None) -> ExplainResult:
+    """Explain and score a lesion classifier on one or more groups of images.
+
+    Args:
+        images_dir: a folder of images (or a prepared lesion folder): the group ``name``.
+        masks_dir: its masks (default: found as described in the module docstring).
+        groups: ``{name: DIR}`` or ``{name: (images_dir, masks_dir)}``, more groups to compare.
+        cad: a MammoNet folder, TorchScript file, ``nn.Module`` or ``Classifier``; default the
+            shipped MammoNet-tiny (:data:`DEFAULT_CAD`).
+        methods: any of ``"gradcam"``, ``"saliency"``, ``"occlusion"``.
+        out: output folder (created).
+        layer, lesion_index, channels, image_size: passed to
+            :func:`~mame_eval.cad.classifier.load_classifier` (user models).
+        batch_size: images per attribution batch.
+        occlusion_window, occlusion_stride: in classifier-input pixels (default size/8 and
+            half of it); occlusion_baseline: fill value in [0, 1];
+            perturbations_per_eval: occluded copies per forward pass.
+        noise_tunnel: SmoothGrad settings (see ``NoiseTunnelSettings``) for the gradient
+            methods, Grad-CAM and saliency (occlusion is not gradient-based).
+        tolerance: pointing-game tolerance in image pixels.
+        max_images: at most this many images per group (the first in name order).
+        heatmap_rows: rows of ``heatmaps.png`` (images spread over the groups).
+        level, n_boot, seed: confidence level, bootstrap resamples and their seed.
+        device: where the classifier runs.
+        progress: called as ``progress(done, total)`` images.
+
+    Returns:
+        An :class:`ExplainResult`.
+
+    Raises:
+        InputError / DataError: bad arguments or folders; ModelError: the classifier.
+    """
+    start = time.perf_counter()
+    from mame_eval.cad.data import read_gray
+
+    methods = list(dict.fromkeys(methods))
+    unknown = [m for m in methods if m not in METHODS]
+    if not methods or unknown:
+        raise InputError(f"methods {', '.join(unknown) or '(none)'}: expected some of "
+                         f"{', '.join(METHODS)}")
+    if batch_size < 1:
+        raise InputError(f"batch_size {batch_size}: expected >= 1")
+    if heatmap_rows < 0 or n_boot < 100 or not 0 < level < 1:
+        raise InputError("heatmap_rows >= 0, n_boot >= 100 and 0 < level < 1 are required")
+    if max_images is not None and max_images < 1:
+        raise InputError(f"max_images {max_images}: expected >= 1")
+    resolved = _parse_groups(images_dir, masks_dir, groups, name)
+    listing: dict[str, list[Path]] = {}
+    for group, (img_dir, _) in resolved.items():
+        files = _images_in(img_dir)
+        if not files:
+            raise DataError(f"{img_dir}: no images ({', '.join(IMAGE_SUFFIXES)}) for group "
+                            f"{group!r}")
+        listing[group] = files[:max_images] if max_images else files
+    classifier = _load_cad(cad, layer, lesion_index, channels, image_size, device)
+    classifier.eval()
+    options = {
+        "gradcam": {"noise_tunnel": noise_tunnel},
+        "saliency": {"noise_tunnel": noise_tunnel},
+        "occlusion": {"window": occlusion_window, "stride": occlusion_stride,
+                      "baseline": occlusion_baseline,
+                      "perturbations_per_eval": perturbations_per_eval},
+    }
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    # Rows of the figure: round-robin over groups, images with masks first.
+    per_group = math.ceil(heatmap_rows / len(resolved)) if heatmap_rows else 0
+    chosen: dict[tuple[str, str], int] = {}
+    picks = []
+    for group, files in listing.items():
+        masks_dir_g = resolved[group][1]
+        with_mask = [f for f in files if _mask_for(f, masks_dir_g) is not None]
+        ordered = with_mask + [f for f in files if f not in set(with_mask)]
+        picks.append([(group, f.name) for f in ordered[:per_group]])
+    for k in range(per_group):
+        for group_picks in picks:
+            if k < len(group_picks) and len(chosen) < heatmap_rows:
+                chosen[group_picks[k]] = len(chosen)
+    figure_rows: list[dict | None] = [None] * len(chosen)
+
+    records = []
+    total = sum(len(f) for f in listing.values())
+    done = 0
+    if progress:
+        progress(0, total)
+    for group, files in listing.items():
+        masks_dir_g = resolved[group][1]
+        for b in range(0, len(files), batch_size):
+            batch = files[b:b + batch_size]
+            grays = [read_gray(p) for p in batch]
+            masks = []
+            for p, g in zip(batch, grays, strict=True):
+                mpath = _mask_for(p, masks_dir_g)
+                mask = _read_mask(mpath, g.shape) if mpath is not None else None
+                masks.append((mpath, mask if mask is not None and mask.any() else None))
+            x = classifier.prepare(grays)
+            lesion_scores = classifier.score(x).cpu().numpy()
+            maps = {m: attribute(classifier, x, m, **options[m]) for m in methods}
+            for i, path in enumerate(batch):
+                mpath, mask = masks[i]
+                fig_index = chosen.get((group, path.name))
+                fig_row = None
+                if fig_index is not None:
+                    fig_row = {"group": group, "name": path.name, "image": grays[i],
+                               "score": float(lesion_scores[i]), "maps": {}, "mass": {},
+                               "boxes": _boxes(mask) if mask is not None else []}
+                    figure_rows[fig_index] = fig_row
+                for m in methods:
+                    full = _upsample(maps[m][i], grays[i].shape)
+                    rec = {"image": path.name, "group": group, "method": m,
+                           "lesion_score": float(lesion_scores[i])}
+                    if mask is not None:
+                        rec.update(localization_scores(full, mask, tolerance=tolerance))
+                        rec["scored"] = True
+                    else:
+                        rec.update(dict.fromkeys(LOCALIZATION))
+                        rec["scored"] = False
+                    rec["mask"] = mpath.name if mpath is not None else ""
+                    records.append(rec)
+                    if fig_row is not None:
+                        fig_row["maps"][m] = full.astype(np.float32)
+                        fig_row["mass"][m] = rec["relevance_mass"]
+            done += len(batch)
+            if progress:
+                progress(done, total)
+
+    scores = pd.DataFrame(records, columns=list(SCORE_COLUMNS))
+    group_names = list(listing)
+    summary = _summarise(scores, group_names, methods, n_boot, level, seed)
+    comparison = _compare(scores, group_names, methods, n_boot, level, seed) \
+        if len(group_names) >= 2 else None
+    files = {"scores": _write_csv(scores, out / "scores.csv"),
+             "summary": _write_csv(summary, out / "summary.csv")}
+    if comparison is not None:
+        files["comparison"] = _write_csv(comparison, out / "comparison.csv")
+    if figure_rows:
+        png, pdf = _heatmaps([r for r in figure_rows if r is not None], methods, out)
+        files["heatmaps_png"], files["heatmaps_pdf"] = png, pdf
+
+    from mame_eval.cad.provenance import describe_device, digest_files, provenance
+
+    inputs = {}
+    for group, (img_dir, m_dir) in resolved.items():
+        entry = {"images_dir": str(img_dir), "images": digest_files(listing[group])}
+        if m_dir is not None:
+            mask_files = [p for p in (_mask_for(f, m_dir) for f in listing[group]) if p]
+            entry.update(masks_dir=str(m_dir), masks=digest_files(mask_files))
+        inputs[group] = entry
+    size = classifier.image_size
+    window = occlusion_window
+    stride = occlusion_stride
+    if size is not None and window is None:
+        window, stride_default = default_occlusion_window(size)
+        stride = stride if stride is not None else stride_default
+    settings = {
+        "methods": methods, "groups": {g: [str(p), str(m) if m else None]
+                                       for g, (p, m) in resolved.items()},
+        "batch_size": batch_size, "occlusion_window": window, "occlusion_stride": stride,
+        "occlusion_baseline": occlusion_baseline, "perturbations_per_eval":
+            perturbations_per_eval, "noise_tunnel": noise_tunnel if noise_tunnel is None
+            else dict(noise_tunnel) if isinstance(noise_tunnel, Mapping) else vars(noise_tunnel),
+        "tolerance": tolerance, "max_images": max_images, "level": level, "n_boot": n_boot,
+        "seed": seed, "map_upsampling": "bilinear to the image size",
+        "ci": "percentile bootstrap of the mean",
+    }
+    prov = provenance(command="explain", settings=settings,
+                      inputs={"groups": inputs, "cad": _cad_inputs(cad, classifier)},
+                      device=describe_device(classifier.device),
+                      wall_time_s=time.perf_counter() - start)
+    files["provenance"] = out / "provenance.json"
+    write_json(files["provenance"], prov)
+    return ExplainResult(out, scores, summary, comparison, files)

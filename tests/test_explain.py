@@ -1,0 +1,147 @@
+"""``explain`` end to end on a few prepared phantoms: every output, the right columns, no NaN."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from mame_eval.cad.model import MammoNet
+from mame_eval.errors import InputError, ModelError
+from mame_eval.xai.commands import explain_command, parse_groups, train_cad_command
+from mame_eval.xai.explain import SCORE_COLUMNS, explain, resolve_group
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+SCORES = ("pointing_game", "relevance_mass", "relevance_rank", "energy_pointing")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from mame_eval.data.phantoms import write_phantom_dataset
+    from mame_eval.data.prepare import PrepareSettings, prepare_dataset
+
+    root = tmp_path_factory.mktemp("explain")
+    write_phantom_dataset(root / "raw", 10, seed=3, size=(160, 128), lesion_fraction=0.6)
+    prepare_dataset(root / "raw", root / "prep", PrepareSettings(size=64))
+    # a second "synthetic" group: the same lesion images, slightly brightened, same masks
+    syn = root / "inpainted"
+    (syn / "images").mkdir(parents=True)
+    shutil.copytree(root / "prep" / "lesion" / "masks", syn / "masks")
+    for p in sorted((root / "prep" / "lesion" / "images").glob("*.png")):
+        arr = np.asarray(Image.open(p)).astype(int)
+        Image.fromarray(np.clip(arr + 10, 0, 255).astype(np.uint8)).save(syn / "images" / p.name)
+    torch.manual_seed(0)
+    MammoNet(image_size=64, width=4, blocks=[1, 1]).save_pretrained(root / "cad")
+    return root
+
+
+def test_explain_two_groups_writes_every_output(world):
+    out = world / "out"
+    n_lesion = len(list((world / "prep" / "lesion" / "images").glob("*.png")))
+    assert n_lesion >= 3
+    result = explain(groups={"real": world / "prep" / "lesion", "inpainted": world / "inpainted"},
+                     cad=world / "cad", out=out, heatmap_rows=4, n_boot=200,
+                     occlusion_window=16, occlusion_stride=8)
+    for name in ("scores.csv", "summary.csv", "comparison.csv", "heatmaps.png", "heatmaps.pdf",
+                 "provenance.json"):
+        assert (out / name).is_file(), name
+    scores = pd.read_csv(out / "scores.csv")
+    assert tuple(scores.columns) == SCORE_COLUMNS
+    assert len(scores) == 2 * n_lesion * 3
+    assert set(scores.method) == {"gradcam", "saliency", "occlusion"}
+    assert scores.scored.all()
+    assert not scores[list(SCORES) + ["lesion_score"]].isna().any().any()
+    assert scores[list(SCORES)].apply(lambda c: c.between(0, 1)).all().all()
+
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(summary) == 2 * 3
+    for score in ("lesion_score", *SCORES):
+        for suffix in ("mean", "ci_low", "ci_high"):
+            assert not summary[f"{score}_{suffix}"].isna().any()
+        assert (summary[f"{score}_ci_low"] <= summary[f"{score}_mean"] + 1e-12).all()
+        assert (summary[f"{score}_mean"] <= summary[f"{score}_ci_high"] + 1e-12).all()
+    # the summary means are the means of scores.csv (pandas as the reference)
+    ref = scores.groupby(["group", "method"])["relevance_mass"].mean()
+    for row in summary.itertuples():
+        assert row.relevance_mass_mean == pytest.approx(ref[(row.group, row.method)], abs=1e-5)
+    assert (summary.n_scored == n_lesion).all()
+
+    comparison = pd.read_csv(out / "comparison.csv")
+    for column in ("group_a", "group_b", "method", "score", "n_a", "n_b", "difference",
+                   "ci_low", "ci_high", "p_value", "p_holm"):
+        assert column in comparison.columns
+    assert len(comparison) == 1 + 3 * 4  # lesion_score once, then method × score
+    assert not comparison[["difference", "ci_low", "ci_high", "p_value"]].isna().any().any()
+    assert comparison.p_value.between(0, 1).all()
+    from scipy.stats import mannwhitneyu
+
+    row = comparison[(comparison.method == "saliency") & (comparison.score == "relevance_mass")]
+    a = scores[(scores.group == "real") & (scores.method == "saliency")].relevance_mass
+    b = scores[(scores.group == "inpainted") & (scores.method == "saliency")].relevance_mass
+    assert row.p_value.iloc[0] == pytest.approx(mannwhitneyu(b, a).pvalue, rel=1e-4)
+
+    prov = json.loads((out / "provenance.json").read_text())
+    assert {"versions", "device", "settings", "inputs", "wall_time_s"} <= set(prov)
+    assert prov["inputs"]["groups"]["real"]["images"]["n_files"] == n_lesion
+    with Image.open(out / "heatmaps.png") as im:
+        assert im.size[0] > 300 and im.size[1] > 300
+    assert result.comparison is not None and "relevance mass" in result.render()
+
+
+def test_images_without_masks_are_kept_but_not_scored(world):
+    out = world / "healthy-out"
+    explain(world / "prep" / "healthy", cad=world / "cad", out=out, methods=["saliency"],
+            max_images=3, n_boot=200)
+    scores = pd.read_csv(out / "scores.csv")
+    assert len(scores) == 3 and not scores.scored.any()
+    assert scores.lesion_score.between(0, 1).all()
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary.n_scored.tolist() == [0] and summary.n_images.tolist() == [3]
+    assert not (out / "comparison.csv").exists()
+
+
+def test_group_folders_resolve_masks(world):
+    lesion = world / "prep" / "lesion"
+    assert resolve_group(lesion) == (lesion / "images", lesion / "masks")
+    assert resolve_group(lesion / "images") == (lesion / "images", lesion / "masks")
+    assert resolve_group(world / "prep" / "healthy") == (world / "prep" / "healthy", None)
+    assert parse_groups(["a=x", "b = y"]) == {"a": __import__("pathlib").Path("x"),
+                                              "b": __import__("pathlib").Path("y")}
+    with pytest.raises(InputError, match="NAME=DIR"):
+        parse_groups(["nodir"])
+
+
+def test_errors_are_one_line(world):
+    with pytest.raises(ModelError, match="--cad"):
+        explain(world / "prep" / "lesion", out=world / "x")
+    with pytest.raises(InputError, match="nothing to explain"):
+        explain(cad=world / "cad", out=world / "x")
+    with pytest.raises(InputError, match="methods"):
+        explain(world / "prep" / "lesion", cad=world / "cad", out=world / "x",
+                methods=["lime"])
+
+
+def test_commands_mount_on_a_typer_app(world, tmp_path):
+    app = typer.Typer()
+    app.command("explain")(explain_command)
+    app.command("train-cad")(train_cad_command)
+    runner = CliRunner()
+    res = runner.invoke(app, ["explain", "--cad", str(world / "cad"), "--images",
+                              str(world / "prep" / "lesion"), "--methods", "gradcam,saliency",
+                              "--out", str(tmp_path / "o"), "--max-images", "2"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "o" / "heatmaps.png").is_file()
+    config = tmp_path / "cad.toml"
+    config.write_text(f'data_dir = "{world / "prep"}"\noutput_dir = "{tmp_path / "m"}"\n'
+                      "image_size = 32\nbatch_size = 2\nval_fraction = 0.0\n"
+                      "[model]\nwidth = 4\nblocks = [1]\n")
+    res = runner.invoke(app, ["train-cad", str(config), "--set", "max_steps=1"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "m" / "model.safetensors").is_file()

@@ -1,0 +1,177 @@
+"""Captum attributions for MammoNet and user TorchScript classifiers.
+
+References are computed independently: by hand for linear models (saliency = |w|, occlusion =
+the drop of a linear score), and with plain autograd for Grad-CAM.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mame_eval.cad.classifier import load_classifier
+from mame_eval.cad.model import MammoNet
+from mame_eval.errors import InputError, ModelError
+from mame_eval.xai.attribution import attribute, gradcam, occlusion, saliency
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+
+
+class Tiny(nn.Module):
+    """A user's two-class classifier with a nested Grad-CAM layer ``body.0``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.body(x)
+        return self.head(h.mean((2, 3)) + h.amax((2, 3)))
+
+
+class Linear(nn.Module):
+    """score = Σ w ⊙ x, one logit."""
+
+    def __init__(self, w: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("w", w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * self.w).sum((1, 2, 3))
+
+
+def _script(module: nn.Module, path, trace_input=None) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scripted = torch.jit.trace(module, trace_input) if trace_input is not None \
+            else torch.jit.script(module)
+        torch.jit.save(scripted, str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def mammonet():
+    torch.manual_seed(0)
+    return load_classifier(MammoNet(image_size=32, width=4, blocks=[1, 1]))
+
+
+@pytest.mark.parametrize("method", ["gradcam", "saliency", "occlusion"])
+def test_mammonet_maps_are_finite_and_image_sized(mammonet, method):
+    x = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    maps = attribute(mammonet, x, method)
+    assert maps.shape == (3, 32, 32) and maps.dtype == np.float32
+    assert np.isfinite(maps).all()
+    if method in ("gradcam", "saliency"):
+        assert (maps >= 0).all()
+    assert np.abs(maps).sum() > 0
+
+
+def test_noise_tunnel_is_seeded_and_finite(mammonet):
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(2))
+    nt = {"samples": 3, "stdev": 0.05, "seed": 7}
+    a = saliency(mammonet, x, noise_tunnel=nt)
+    b = saliency(mammonet, x, noise_tunnel=nt)
+    assert a.shape == (2, 32, 32) and np.isfinite(a).all()
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, saliency(mammonet, x))
+    g = gradcam(mammonet, x, noise_tunnel=nt)
+    assert g.shape == (2, 32, 32) and np.isfinite(g).all()
+
+
+def _reference_gradcam(model: Tiny, x: torch.Tensor, index: int) -> np.ndarray:
+    """Grad-CAM by hand: α_k = spatial mean of ∂y/∂A_k, map = ReLU(Σ_k α_k A_k)."""
+    a = model.body[0](x)  # the layer "body.0" (conv, before the ReLU)
+    h = torch.relu(a)
+    y = model.head(h.mean((2, 3)) + h.amax((2, 3)))[:, index]
+    (grad,) = torch.autograd.grad(y.sum(), a)
+    alpha = grad.mean((2, 3), keepdim=True)
+    return torch.relu((alpha * a).sum(1)).detach().numpy()
+
+
+@pytest.mark.parametrize("how", ["script", "trace"])
+def test_torchscript_gradcam_matches_autograd_reference(tmp_path, how):
+    torch.manual_seed(3)
+    model = Tiny().eval()
+    x = torch.rand(2, 1, 12, 12)
+    path = _script(model, tmp_path / "tiny.pt", x if how == "trace" else None)
+    clf = load_classifier(path, layer="body.0", lesion_index=1)
+    maps = gradcam(clf, x)
+    assert maps.shape == (2, 12, 12) and np.isfinite(maps).all()
+    np.testing.assert_allclose(maps, _reference_gradcam(model, x, 1), rtol=1e-4, atol=1e-6)
+    # the lesion score is the softmax probability of class 1
+    expected = torch.softmax(model(x), 1)[:, 1]
+    torch.testing.assert_close(clf.score(x), expected.detach())
+    for method in ("saliency", "occlusion"):
+        m = attribute(clf, x, method, **({"window": 3, "stride": 3}
+                                           if method == "occlusion" else {}))
+        assert m.shape == (2, 12, 12) and np.isfinite(m).all()
+
+
+def test_torchscript_layer_errors(tmp_path):
+    path = _script(Tiny(), tmp_path / "tiny.pt")
+    with pytest.raises(ModelError, match="layer 'nope' not found"):
+        load_classifier(path, layer="nope")
+    clf = load_classifier(path)  # no layer: saliency works, Grad-CAM explains what is missing
+    assert saliency(clf, torch.rand(1, 1, 8, 8)).shape == (1, 8, 8)
+    with pytest.raises(ModelError, match="Grad-CAM needs a layer"):
+        gradcam(clf, torch.rand(1, 1, 8, 8))
+    with pytest.raises(ModelError, match="not a TorchScript file"):
+        (tmp_path / "junk.pt").write_bytes(b"not a model")
+        load_classifier(tmp_path / "junk.pt")
+    with pytest.raises(ModelError, match="no such classifier"):
+        load_classifier(tmp_path / "missing.pt")
+
+
+def test_saliency_of_a_linear_model_is_abs_weight(tmp_path):
+    w = torch.randn(3, 6, 5, generator=torch.Generator().manual_seed(4))
+    path = _script(Linear(w), tmp_path / "linear.pt")
+    clf = load_classifier(path, channels=3)
+    x = torch.rand(2, 3, 6, 5)
+    expected = w.abs().amax(0).numpy()
+    maps = saliency(clf, x)
+    np.testing.assert_allclose(maps[0], expected, rtol=1e-6)
+    np.testing.assert_allclose(maps[1], expected, rtol=1e-6)
+
+
+def _occlusion_reference(w: np.ndarray, x: np.ndarray, window: int, stride: int,
+                         baseline: float) -> np.ndarray:
+    """Brute force: each window's score drop, averaged over the windows covering a pixel."""
+    h, wd = x.shape
+    total = np.zeros((h, wd))
+    count = np.zeros((h, wd))
+    base = (w * x).sum()
+    for top in range(0, h - window + 1, stride):
+        for left in range(0, wd - window + 1, stride):
+            occluded = x.copy()
+            occluded[top:top + window, left:left + window] = baseline
+            drop = base - (w * occluded).sum()
+            total[top:top + window, left:left + window] += drop
+            count[top:top + window, left:left + window] += 1
+    return np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+
+
+@pytest.mark.parametrize("window,stride,ppe", [(2, 2, 1), (3, 1, 7), (4, 2, 64)])
+def test_occlusion_window_and_stride_against_brute_force(tmp_path, window, stride, ppe):
+    gen = torch.Generator().manual_seed(5)
+    w = torch.randn(1, 8, 8, generator=gen)
+    x = torch.rand(1, 1, 8, 8, generator=gen)
+    clf = load_classifier(Linear(w))
+    maps = occlusion(clf, x, window=window, stride=stride, baseline=0.25,
+                     perturbations_per_eval=ppe)
+    expected = _occlusion_reference(w[0].numpy(), x[0, 0].numpy(), window, stride, 0.25)
+    np.testing.assert_allclose(maps[0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_arguments(mammonet):
+    x = torch.rand(1, 1, 32, 32)
+    with pytest.raises(InputError, match="window"):
+        occlusion(mammonet, x, window=64)
+    with pytest.raises(InputError, match="unknown attribution method"):
+        attribute(mammonet, x, "lime")
+    with pytest.raises(InputError, match=r"\(N, C, H, W\)"):
+        saliency(mammonet, x[0])
