@@ -23,19 +23,35 @@ app = typer.Typer(
 )
 
 
+class _LazyBar:
+    """A tqdm bar created on the first progress report, so that a command failing on its
+    arguments prints only its error line, not an empty bar."""
+
+    def __init__(self, desc: str, unit: str) -> None:
+        self.desc, self.unit, self.bar = desc, unit, None
+
+    def update(self, done: int, total: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(desc=self.desc, unit=self.unit, file=sys.stderr, dynamic_ncols=True)
+        if self.bar.total != total:
+            self.bar.total = total
+        self.bar.n = done
+        self.bar.refresh()
+
+    def __enter__(self) -> _LazyBar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def _progress_bar(desc: str, unit: str = "img"):
-    """A tqdm bar driven by ``progress(done, total)`` callbacks; returns (callback, bar)."""
-    from tqdm import tqdm
-
-    bar = tqdm(desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
-
-    def update(done: int, total: int) -> None:
-        if bar.total != total:
-            bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    return update, bar
+    """A bar driven by ``progress(done, total)`` callbacks; returns (callback, context)."""
+    bar = _LazyBar(desc, unit)
+    return bar.update, bar
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -56,6 +72,7 @@ def phantoms(
     lesion_fraction: float = typer.Option(0.3, help="Fraction of images with a mass, 0…1."),
     size: str = typer.Option("1024x832", help="Image size HEIGHTxWIDTH (portrait like FFDM)."),
     preview: bool = typer.Option(False, help="Also write OUT/preview.png, a 4×4 contact sheet."),
+    overwrite: bool = typer.Option(False, help="Replace a previous phantom set in OUT."),
 ) -> None:
     """Write procedural phantom mammograms as a VinDr-Mammo-format dataset with ground truth."""
     from mame_eval.data.phantoms import write_phantom_dataset
@@ -64,7 +81,7 @@ def phantoms(
     with bar:
         summary = write_phantom_dataset(
             out, n=n, seed=seed, population=population, lesion_fraction=lesion_fraction,
-            size=_parse_size(size), preview=preview,
+            size=_parse_size(size), preview=preview, overwrite=overwrite,
             progress=lambda done: update(done, n))
     typer.echo(f"wrote {n} phantom images to {out}")
     typer.echo(str(summary))
@@ -376,6 +393,89 @@ def synthesize(
                              batch_size=batch_size, scheduler=scheduler, device=device,
                              dtype=dtype, progress=update)
     _report(run, f"synthesized {text!r} with lesions")
+
+
+# --------------------------------------------------------------------------- assessment
+
+
+@app.command()
+def diversity(
+    model: str | None = typer.Option(None, help=_MODEL_HELP),
+    images: Path | None = typer.Option(None, help="Measure a folder of images instead of a "
+                                       "model (one row, empty guidance)."),
+    prompt: str | None = typer.Option(None, help="Prompt (default: a hologic MLO medium-area "
+                                      "prompt)."),
+    guidance: str = typer.Option("4:14", help="Guidance scales: START:STOP[:STEP] or a comma "
+                                 "list."),
+    n: int = typer.Option(20, "--n", help="Images per scale (paper protocol: pairs)."),
+    steps: int = typer.Option(24, help="Sampling steps (DPM-Solver++)."),
+    protocol: str = typer.Option("all-pairs", help="all-pairs (all N(N-1)/2 pairs) or paper "
+                                 "(N independent 2-image calls, as the original notebook)."),
+    seed: int = typer.Option(0, help="Seed of image 0; image i uses seed+i."),
+    negative_prompt: str = typer.Option("", help="Negative prompt."),
+    batch_size: int = typer.Option(4, help="Images per pipeline call."),
+    out: Path = typer.Option(..., help="Output folder (table, figure, provenance, images)."),
+) -> None:
+    """MS-SSIM diversity per guidance scale (paper Table 3) with bootstrap CIs."""
+    from mame_eval.metrics.assess import diversity_run, parse_guidance
+
+    if model is not None and images is not None:
+        raise typer.BadParameter("give --model or --images, not both")
+    update, bar = _progress_bar("diversity", unit="scale")
+    with bar:
+        report = diversity_run(out, model=model, images=images, prompt=prompt,
+                               guidance=None if images else parse_guidance(guidance), n=n,
+                               steps=steps, protocol=protocol, seed=seed,
+                               negative_prompt=negative_prompt, batch_size=batch_size,
+                               progress=update)
+    for note in report.notes:
+        typer.echo(f"note: {note}", err=True)
+    typer.echo(report.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    typer.echo(f"written: {', '.join(str(f) for f in report.files)}")
+
+
+@app.command()
+def fid(
+    real: Path = typer.Option(..., help="Folder of real images."),
+    synthetic: Path = typer.Option(..., help="Folder of synthetic images."),
+    features: str = typer.Option("mammonet", help="inception, mammonet, a MammoNet folder or a "
+                                 "TorchScript file (.pt: float32 N×3×H×W in [0,1] → N×d)."),
+    inception_weights: Path | None = typer.Option(None, help="Local InceptionV3 FID weights "
+                                                  "(nothing is downloaded)."),
+    cache_dir: Path | None = typer.Option(None, help="Feature cache folder (default: none)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """FID and KID (with a bootstrap CI of FID) between two folders of images."""
+    import json
+
+    from mame_eval.metrics.assess import fid_run
+
+    result = fid_run(real, synthetic, features=features, inception_weights=inception_weights,
+                     cache_dir=cache_dir)
+    for warning in result.pop("warnings"):
+        typer.echo(f"warning: {warning}", err=True)
+    if json_out:
+        result.pop("resize")
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        lo, hi = result["fid_ci"]
+        typer.echo(f"FID {result['fid']:.4f} (95 % CI {lo:.4f}–{hi:.4f}), KID "
+                   f"{result['kid']:.5f} ± {result['kid_std']:.5f}; n real {result['n_real']}, "
+                   f"n synthetic {result['n_synthetic']}; features {result['features']} "
+                   f"({result['resize']})")
+
+
+def _mount_subcommands() -> None:
+    """Command groups written beside their libraries (the study app, the XAI commands)."""
+    from mame_eval.studies.commands import study_app
+    from mame_eval.xai.commands import explain_command, train_cad_command
+
+    app.add_typer(study_app, name="study")
+    app.command("explain")(explain_command)
+    train_app.command("cad")(train_cad_command)
+
+
+_mount_subcommands()
 
 
 def main() -> None:
