@@ -91,8 +91,9 @@ def explain_command(
     """Grad-CAM / saliency / occlusion heatmaps of a lesion classifier, scored against the
     lesion masks (pointing game, relevance mass and rank, energy pointing game), with group
     comparisons (e.g. real vs inpainted lesions)."""
-    from mame_eval.xai.explain import explain
+    from mame_eval.xai.explain import default_cad, explain
 
+    cad = cad if cad is not None else default_cad()  # fail before the progress bar starts
     noise = {"samples": smoothgrad, "seed": seed} if smoothgrad > 0 else None
     update, bar = _bar("explain", "img")
     with bar:

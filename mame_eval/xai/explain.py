@@ -55,7 +55,8 @@ from mame_eval.io import atomic_path, write_json
 from mame_eval.xai.attribution import METHODS, attribute, default_occlusion_window
 from mame_eval.xai.localization import localization_scores
 
-__all__ = ["DEFAULT_CAD", "ExplainResult", "SCORE_COLUMNS", "explain", "resolve_group"]
+__all__ = ["DEFAULT_CAD", "SCORE_COLUMNS", "ExplainResult", "default_cad", "explain",
+           "resolve_group"]
 
 #: The shipped MammoNet-tiny (DESIGN §5), the default ``--cad`` once it exists.
 DEFAULT_CAD = Path(__file__).resolve().parent.parent / "assets" / "mammonet-tiny"
@@ -322,15 +323,20 @@ def _parse_groups(images_dir, masks_dir, groups, name: str) -> dict[str, tuple[P
     return resolved
 
 
+def default_cad() -> Path:
+    """The shipped MammoNet-tiny folder; :class:`ModelError` when it is not installed."""
+    if not (DEFAULT_CAD / "config.json").is_file():
+        raise ModelError(
+            f"no --cad given and the shipped MammoNet-tiny ({DEFAULT_CAD}) is not installed; "
+            "pass --cad with a MammoNet folder (mame-eval train cad) or a TorchScript file")
+    return DEFAULT_CAD
+
+
 def _load_cad(cad, layer, lesion_index, channels, image_size, device):
     from mame_eval.cad.classifier import load_classifier
 
     if cad is None:
-        if not (DEFAULT_CAD / "config.json").is_file():
-            raise ModelError(
-                f"no --cad given and the shipped MammoNet-tiny ({DEFAULT_CAD}) is not installed; "
-                "pass --cad with a MammoNet folder (mame-eval train cad) or a TorchScript file")
-        cad = DEFAULT_CAD
+        cad = default_cad()
     return load_classifier(cad, layer=layer, lesion_index=lesion_index, channels=channels,
                            image_size=image_size, device=device)
 
