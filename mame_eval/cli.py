@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from mame_eval.errors import MameError
+from mame_eval.progress import progress_bar as _progress_bar
 
 app = typer.Typer(
     name="mame-eval",
@@ -21,37 +22,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-class _LazyBar:
-    """A tqdm bar created on the first progress report, so that a command failing on its
-    arguments prints only its error line, not an empty bar."""
-
-    def __init__(self, desc: str, unit: str) -> None:
-        self.desc, self.unit, self.bar = desc, unit, None
-
-    def update(self, done: int, total: int) -> None:
-        if self.bar is None:
-            from tqdm import tqdm
-
-            self.bar = tqdm(desc=self.desc, unit=self.unit, file=sys.stderr, dynamic_ncols=True)
-        if self.bar.total != total:
-            self.bar.total = total
-        self.bar.n = done
-        self.bar.refresh()
-
-    def __enter__(self) -> _LazyBar:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _progress_bar(desc: str, unit: str = "img"):
-    """A bar driven by ``progress(done, total)`` callbacks; returns (callback, context)."""
-    bar = _LazyBar(desc, unit)
-    return bar.update, bar
 
 
 def _parse_size(text: str) -> tuple[int, int]:

@@ -6,6 +6,7 @@ new one, never a half-written file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -68,6 +69,15 @@ def read_jsonl(path: Path) -> list[dict]:
             except json.JSONDecodeError:
                 break
     return rows
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def save_png(target: Path, array: np.ndarray) -> None:

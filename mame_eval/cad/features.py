@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from mame_eval.errors import ModelError
-from mame_eval.metrics.features import FeatureExtractor, file_sha256
+from mame_eval.io import file_sha256
+from mame_eval.metrics.features import FeatureExtractor
 
 #: Where the embedded MammoNet-tiny is shipped (DESIGN §5).
 EMBEDDED_MAMMONET = Path(__file__).resolve().parent.parent / "assets" / "mammonet-tiny"

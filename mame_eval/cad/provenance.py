@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 
+from mame_eval.io import file_sha256
+
 __all__ = ["describe_device", "digest_files", "provenance", "versions"]
 
 _PACKAGES = ("mame-eval", "torch", "torchvision", "captum", "numpy", "scipy", "safetensors",
@@ -26,21 +28,13 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def digest_files(paths: Iterable[Path], root: Path | None = None) -> dict:
     """``{"n_files", "sha256"}``: one SHA-256 over the sorted (relative name, file hash) pairs."""
     entries = []
     for p in paths:
         p = Path(p)
         name = str(p.relative_to(root)) if root is not None else p.name
-        entries.append(f"{name}\t{_sha256(p)}")
+        entries.append(f"{name}\t{file_sha256(p)}")
     entries.sort()
     return {"n_files": len(entries),
             "sha256": hashlib.sha256("\n".join(entries).encode()).hexdigest()}

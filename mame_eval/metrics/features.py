@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from mame_eval.errors import InputError, ModelError
-from mame_eval.io import atomic_path
+from mame_eval.io import atomic_path, file_sha256
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -47,14 +47,6 @@ class FeatureExtractor:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self.fn(batch), dtype=np.float64)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _inception(weights: Path | None, device: str) -> FeatureExtractor:

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from mame_eval.errors import ConfigError, InputError, StudyError
-from mame_eval.io import write_json, write_text
+from mame_eval.io import file_sha256, write_json, write_text
 from mame_eval.studies import design
 from mame_eval.studies.protocol import (
     Protocol,
@@ -724,14 +724,6 @@ class AnalysisResult:
     files: list[Path]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _reader_stats(truth: np.ndarray, score: np.ndarray, durations: np.ndarray, cutoff: float,
                   margin: float, level: float) -> dict:
     from mame_eval.studies.analysis import (
@@ -932,7 +924,7 @@ def analyze_study(study: Study | Path | str, cutoff: float | None = None, margin
         "python": sys.version.split()[0], "platform": platform.platform(),
         "settings": {"cutoff": cutoff, "margin": margin, "level": level,
                      "covariance": covariance},
-        "inputs": {"key.csv": _sha256(st.key_path),
+        "inputs": {"key.csv": file_sha256(st.key_path),
                    "ratings_sha256": hashlib.sha256(
                        df[["reader", "case", "score"]].to_csv(index=False).encode()).hexdigest(),
                    "database": redact_url(st.db_url)},

@@ -13,28 +13,14 @@ They only parse, call the library (:func:`mame_eval.xai.explain.explain`,
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
 
 from mame_eval.errors import InputError
+from mame_eval.progress import progress_bar
 
 __all__ = ["explain_command", "parse_groups", "train_cad_command"]
-
-
-def _bar(desc: str, unit: str):
-    from tqdm import tqdm
-
-    bar = tqdm(desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
-
-    def update(done: int, total: int) -> None:
-        if bar.total != total:
-            bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    return update, bar
 
 
 def parse_groups(items: list[str]) -> dict[str, Path]:
@@ -95,7 +81,7 @@ def explain_command(
 
     cad = cad if cad is not None else default_cad()  # fail before the progress bar starts
     noise = {"samples": smoothgrad, "seed": seed} if smoothgrad > 0 else None
-    update, bar = _bar("explain", "img")
+    update, bar = progress_bar("explain", "img")
     with bar:
         result = explain(
             images, masks, groups=parse_groups(group), cad=cad,
@@ -119,7 +105,7 @@ def train_cad_command(
     from mame_eval.cad.train import load_cad_config, train_cad
 
     cfg = load_cad_config(config, set)
-    update, bar = _bar("train cad", "step")
+    update, bar = progress_bar("train cad", "step")
     with bar:
         result = train_cad(cfg, progress=update)
     typer.echo(result.summary())
