@@ -177,10 +177,36 @@ def test_unusable_inputs_raise_one_clear_error(small_raw, tmp_path):
                                                   index=False)
     with pytest.raises(DataError, match="missing column.*view_position"):
         prepare_dataset(raw, tmp_path / "o2")
+    # the report says why nothing was prepared; no image was written
+    saved = json.loads((tmp_path / "o2" / "prepare_report.json").read_text())
+    assert "view_position" in saved["error"] and saved["counts"]["healthy"] == 0
+    assert sorted(p.name for p in (tmp_path / "o2").iterdir()) == ["prepare_report.json"]
     with pytest.raises(DataError, match="not a folder"):
         prepare_dataset(tmp_path / "nope", tmp_path / "o3")
+    assert not (tmp_path / "o3").exists()  # a mistyped input folder leaves nothing behind
     with pytest.raises(DataError, match="--crop"):
         PrepareSettings(crop="zoom")
+
+
+def test_an_area_only_dataset_needs_no_density_column(small_raw, tmp_path):
+    """Like OMI-H: breast area labels only (hologic prompts never name density)."""
+    raw = tmp_path / "raw"
+    shutil.copytree(small_raw, raw)
+    breast = pd.read_csv(raw / "breast-level_annotations.csv", dtype=str)
+    breast.drop(columns=["breast_density"]).to_csv(raw / "breast-level_annotations.csv",
+                                                   index=False)
+    report = prepare_dataset(raw, tmp_path / "hologic", PrepareSettings(size=96,
+                                                                        family="hologic"))
+    assert report.counts["skipped"] == 0 and report.counts["healthy"] > 0
+    rows = [json.loads(line) for line in
+            (tmp_path / "hologic" / "healthy" / "metadata.jsonl").read_text().splitlines()]
+    assert all(r["prompt"].endswith(" area") and r["density"] is None for r in rows)
+    # siemens prompts need the label: every healthy image is reported, none prepared (the
+    # lesion samples' prompt, "a mammogram with a lesion", needs no label)
+    siemens = prepare_dataset(raw, tmp_path / "siemens", PrepareSettings(size=96,
+                                                                         family="siemens"))
+    assert siemens.counts["healthy"] == 0 and siemens.skipped
+    assert all("breast_density" in s["reason"] for s in siemens.skipped)
 
 
 def run_cli(*args):

@@ -307,7 +307,16 @@ def prepare_dataset(raw: Path, out: Path, settings: PrepareSettings | None = Non
     if workers < 1:
         raise DataError(f"--workers {workers}: expected at least 1")
     raw, out = Path(raw), Path(out)
-    records = read_vindr(raw)
+    try:
+        records = read_vindr(raw)
+    except DataError as exc:
+        # Unusable as a whole: nothing is prepared, but the report says why (a complete file).
+        if raw.is_dir() and (out.is_dir() or not out.exists()):
+            write_json(out / "prepare_report.json", {
+                "error": str(exc), "settings": {**asdict(settings),
+                                                "findings": list(settings.findings)},
+                "counts": {"records": 0, "healthy": 0, "lesion_samples": 0}})
+        raise
     family = resolve_family(records, settings.family)
     settings_dict = {**asdict(settings), "findings": list(settings.findings),
                      "family": family.value}

@@ -4,7 +4,7 @@ Layout::
 
     RAW/images/<study_id>/<image_id>.dicom      (.dcm and .png are accepted too)
     RAW/breast-level_annotations.csv            study_id, image_id, laterality, view_position,
-                                                breast_density, … (one row per image)
+                                                [breast_density], … (one row per image)
     RAW/finding_annotations.csv                 image_id, finding_categories, xmin … ymax
                                                 (optional; without it every image is healthy)
 
@@ -21,7 +21,9 @@ import pandas as pd
 
 from mame_eval.errors import DataError
 
-BREAST_COLUMNS = ("study_id", "image_id", "laterality", "view_position", "breast_density")
+# breast_density may be absent: a dataset labelled with breast area only (like OMI-H, whose
+# prompts never name density) needs no density column; siemens prompts then report each image.
+BREAST_COLUMNS = ("study_id", "image_id", "laterality", "view_position")
 FINDING_COLUMNS = ("image_id", "finding_categories", "xmin", "ymin", "xmax", "ymax")
 IMAGE_SUFFIXES = (".dicom", ".dcm", ".png")
 
@@ -131,7 +133,7 @@ def read_vindr(root: Path) -> list[ImageRecord]:
             path=find_image(root, study_id, image_id),
             laterality=row["laterality"].strip().upper(),
             view=row["view_position"].strip().upper(),
-            density=row["breast_density"].strip(),
+            density=str(row.get("breast_density", "")).strip(),
             vendor=row[vendor_col].strip() if vendor_col else "",
         )
         if image_id in records:

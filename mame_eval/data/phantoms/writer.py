@@ -278,7 +278,7 @@ def write_phantom_dataset(out: Path, n: int, seed: int = 0, population: str = "m
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise InputError(f"{out}: folder is not empty; choose a new folder or pass "
-                             "overwrite=True to replace a previous phantom dataset")
+                             "overwrite=True (--overwrite) to replace a previous phantom dataset")
         for name in _OUTPUTS:
             target = out / name
             if target.is_dir():
