@@ -52,3 +52,24 @@ def test_bad_input_is_one_line(args, fragment):
 def test_missing_file(tmp_path):
     res = run(str(tmp_path / "none.csv"))
     assert res.returncode == 1 and "file not found" in res.stderr
+
+
+def test_degenerate_results_say_why_on_stderr_and_keep_the_json_shape(tmp_path):
+    """All scores equal: AUC 0.5 everywhere, tests undefined — said, never silently null."""
+    rows = ["reader,modality,case,truth,score"]
+    for reader in ("r1", "r2"):
+        for modality in ("a", "b"):
+            rows += [f"{reader},{modality},c{k},{k % 2},3" for k in range(10)]
+    path = tmp_path / "flat.csv"
+    path.write_text("\n".join(rows) + "\n")
+    res = run(str(path), "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)  # stdout is only the JSON
+    assert out["modalities"]["a"]["auc"] == 0.5 and out["comparison"] is None
+    notes = [line for line in res.stderr.splitlines() if line.startswith("note: ")]
+    assert any("random-reader test undefined" in n for n in notes)
+    assert any("modality a" in n and "zero standard error" in n for n in notes)
+    one = tmp_path / "one.csv"
+    one.write_text("\n".join(r for r in rows if ",b," not in r) + "\n")
+    res = run(str(one))
+    assert res.returncode == 0 and "zero standard error" in res.stderr

@@ -361,6 +361,14 @@ def or_mrmc(
             mod_labels, mean_i, per_mod, components, r, level, notes
         )
 
+    for m, estimate in random.modalities.items():
+        if not estimate.se > _ZERO:
+            notes.append(
+                f"modality {m}: the reader-averaged AUC {estimate.auc:.4f} has zero standard "
+                "error (no reader or case variability, e.g. all scores equal), so its "
+                "interval is a single point"
+            )
+
     return ORResult(
         covariance=covariance,
         level=level,

@@ -357,6 +357,22 @@ def mrmc_report(
     ``fixed_cases`` is None). Variance components undefined for the design (e.g. ``cov1``
     with one modality) are None.
     """
+    return mrmc_analysis(df, reader=reader, modality=modality, case=case, truth=truth,
+                         score=score, covariance=covariance)[0]
+
+
+def mrmc_analysis(
+    df: pd.DataFrame,
+    reader: str = "reader",
+    modality: str | None = "modality",
+    case: str = "case",
+    truth: str = "truth",
+    score: str = "score",
+    covariance: str = "jackknife",
+) -> tuple[dict, list[str]]:
+    """:func:`mrmc_report` and the analysis' notes: why a test is undefined (no error
+    variance), when readers had to be treated as fixed, … — what a null or a zero-width
+    interval in the report means."""
     data = load_ratings(df, reader=reader, modality=modality, case=case, truth=truth, score=score)
     result = or_mrmc(
         data.ratings,
@@ -365,7 +381,7 @@ def mrmc_report(
         modalities=data.modalities,
         readers=data.readers,
     )
-    return result_to_dict(result)
+    return result_to_dict(result), list(result.notes)
 
 
 def reader_roc_curves(data: RatingsData, modality: str) -> dict[str, tuple]:
