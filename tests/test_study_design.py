@@ -31,6 +31,7 @@ from mame_eval.studies import design
 from mame_eval.studies.study import create_study, open_study, read_key
 
 N = 40
+pytest_plugins = ["conftest_models"]
 
 
 def _synthesise(src: Path, out: Path, i: int, rng: np.random.Generator) -> Path:
@@ -366,3 +367,37 @@ def test_the_database_refuses_a_second_rating_and_audit_edits(study):
                               "changes) VALUES ('carol', :c, 2, 'now', 'x', 0)"), {"c": case})
         events = [e["event"] for e in store.audit("carol")]
         assert events == ["rated", "duplicate"]
+
+
+# --------------------------------------------------------------------------------------------
+# blinding against real generator output
+# --------------------------------------------------------------------------------------------
+
+
+def test_tiny_model_run_folder_is_blinded_like_any_other(inputs, txt2img_pipe, tmp_path):
+    """Phantoms vs the images of a generation run (32-px RGB PNGs from a tiny SD pipeline, a
+    manifest.jsonl beside them): the cases differ in nothing but their pixels."""
+    from mame_eval.generation import generate
+
+    real, _ = inputs
+    run = generate(None, "a hologic mammogram in CC view with small area", tmp_path / "run",
+                   n=12, steps=2, seed=3, pipe=txt2img_pipe)
+    assert (run.out / "manifest.jsonl").is_file() and Image.open(run.files[0]).mode == "RGB"
+    res = create_study(tmp_path / "s", real, run.out, n=20, readers="alice,bob", seed=4)
+    cases = sorted((res.path / "cases").iterdir())
+    assert len(cases) == 20
+    blobs = [p.read_bytes() for p in cases]
+    assert len({len(b) for b in blobs}) == 1
+    assert {tuple(c for c, _ in png_chunks(b)) for b in blobs} == {(b"IHDR", b"IDAT", b"IEND")}
+    assert {png_chunks(b)[0][1] for b in blobs} == {png_chunks(blobs[0])[0][1]}
+    truth = read_key(res.path).set_index("case")["truth"]
+    names = list(truth.index)
+    assert all(re.fullmatch(r"[0-9a-f]{16}", c) for c in names)
+    band = chance_band(int(truth.sum()), int((1 - truth).sum()))
+    for what, f in {"name": [int(c, 16) for c in names],
+                    "inode": [(res.path / "cases" / f"{c}.png").stat().st_ino
+                              for c in names]}.items():
+        assert abs(rank_auc(f, truth.to_numpy()) - 0.5) <= band, what
+    blob = b"".join(blobs) + (res.path / "study.db").read_bytes()
+    for needle in (b"manifest", b"guidance", b"hologic", b"00000"):
+        assert needle not in blob
