@@ -115,7 +115,7 @@ def mrmc(
     import pandas as pd
 
     from mame_eval.errors import InputError
-    from mame_eval.studies.ratings import format_mrmc_table, mrmc_report
+    from mame_eval.studies.ratings import format_mrmc_table, mrmc_analysis
 
     if not ratings.is_file():
         raise InputError(f"{ratings}: file not found")
@@ -124,17 +124,19 @@ def mrmc(
     except Exception as exc:
         raise InputError(f"{ratings}: not a readable CSV ({exc})") from None
     try:
-        result = mrmc_report(frame, reader=reader, modality=modality, case=case, truth=truth,
-                             score=score, covariance=covariance)
+        result, notes = mrmc_analysis(frame, reader=reader, modality=modality, case=case,
+                                      truth=truth, score=score, covariance=covariance)
     except InputError as exc:
         raise InputError(f"{ratings}: {exc}") from None
+    for note in notes:  # stderr: --json keeps exactly its documented shape
+        typer.echo(f"note: {note}", err=True)
     typer.echo(json.dumps(result, indent=2) if json_out else format_mrmc_table(result))
 
 
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Output folder of the demo run."),
-    n: int = typer.Option(48, "--n", help="Number of phantom images."),
+    n: int = typer.Option(200, "--n", help="Number of phantom images."),
     seed: int = typer.Option(0, help="Random seed."),
 ) -> None:
     """Run the offline journey end to end on phantoms and print where everything is."""
@@ -149,7 +151,8 @@ def demo(
 # --------------------------------------------------------------------------- models, training,
 # sampling (issue 3)
 
-models_app = typer.Typer(help="Build and inspect MAM-E models.", no_args_is_help=True)
+models_app = typer.Typer(help="List, build and inspect MAM-E models. Without a subcommand: "
+                         "the list.", invoke_without_command=True)
 train_app = typer.Typer(
     help="Fine-tune MAM-E (DreamBooth-style: UNet + text encoder, VAE frozen) on a prepared "
     "dataset. Runs unchanged under `accelerate launch` for several GPUs.",
@@ -159,6 +162,28 @@ app.add_typer(train_app, name="train")
 
 _MODEL_HELP = ("Hub id (e.g. Likalto4/fusion_healthy) or local save_pretrained folder; default: "
                "the embedded MAM-E-tiny.")
+
+
+@models_app.callback()
+def models_main(ctx: typer.Context) -> None:
+    """The embedded models and the published MAM-E ids (`mame-eval models` = `models list`)."""
+    if ctx.invoked_subcommand is None:
+        models_list()
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """List the embedded models (shipped, offline) and the published MAM-E hub ids."""
+    from mame_eval.models import catalog
+
+    rows = catalog()
+    width = max(len(r.name) for r in rows)
+    for kind in ("embedded", "published"):
+        typer.echo(f"{kind}:")
+        for r in (r for r in rows if r.kind == kind):
+            state = "ok" if r.available else ("missing" if kind == "embedded" else "not cached")
+            typer.echo(f"  {r.name.ljust(width)}  {r.task:<7}  {state:<10}  {r.description}")
+            typer.echo(f"  {'':{width}}  {'':7}  {'':10}  {r.location}")
 
 
 @models_app.command("create-tiny")
@@ -222,6 +247,32 @@ def train_inpaint(
     Outputs and resuming as for `train healthy`.
     """
     _train("inpaint", config, set_)
+
+
+@train_app.command("vae")
+def train_vae(
+    config: Path = typer.Argument(..., help="Autoencoder config (TOML), e.g. "
+                                  "training/tiny-vae.toml."),
+    set_: list[str] = typer.Option([], "--set", help=_SET_HELP),
+) -> None:
+    """Pre-train a small AutoencoderKL on DATA/healthy and DATA/lesion/images.
+
+    The first stage of a model built from scratch (SD's own VAE was trained apart from its
+    UNet): its folder becomes `vae = ...` of a `train healthy` config. Writes the
+    save_pretrained AutoencoderKL (scaling_factor = 1/std of the latents), logs/vae_log.csv,
+    reconstruction.png and checkpoint-N/ (a rerun resumes from the newest).
+    """
+    from mame_eval.training.vae import load_vae_config
+    from mame_eval.training.vae import train_vae as run
+
+    settings = load_vae_config(config, set_)
+    update, bar = _progress_bar("train vae", unit="step")
+    with bar:
+        result = run(settings, progress=update)
+    resumed = f", resumed from {result.resumed_from}" if result.resumed_from else ""
+    typer.echo(f"trained the autoencoder to step {result.global_step}{resumed}; reconstruction "
+               f"error {result.reconstruction_l1:.2f} gray levels; "
+               f"scaling_factor {result.scaling_factor:.4f}; saved in {result.output_dir}")
 
 
 def _prompt(prompt: str | None, attributes: str | None, laterality: str | None
@@ -433,6 +484,31 @@ def fid(
                    f"{result['kid']:.5f} ± {result['kid_std']:.5f}; n real {result['n_real']}, "
                    f"n synthetic {result['n_synthetic']}; features {result['features']} "
                    f"({result['resize']})")
+
+
+@app.command()
+def sweep(
+    definition: Path = typer.Argument(..., help="Sweep definition (TOML), e.g. "
+                                      "generation/table3-fusion.toml."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key, e.g. --set n=8 or "
+                                   "--set fid.real=runs/prepared/healthy (repeatable)."),
+) -> None:
+    """Per guidance scale: MS-SSIM diversity, FID/KID, prompt fidelity, concept extrapolation.
+
+    Images go to OUT/images/g<scale>/p<prompt>/ as resumable generation runs (a rerun only
+    generates what is missing); writes OUT/sweep.csv (one row per scale), diversity.csv,
+    fidelity.csv, records.csv, tradeoff.png/.pdf and provenance.json.
+    """
+    from mame_eval.metrics.sweep import load_sweep_config, run_sweep
+
+    config = load_sweep_config(definition, set_)
+    update, bar = _progress_bar(f"sweep {config.name}", unit="unit")
+    with bar:
+        report = run_sweep(config, progress=update)
+    for note in report.notes:
+        typer.echo(f"note: {note}", err=True)
+    typer.echo(report.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    typer.echo(f"written: {', '.join(str(f) for f in report.files)}")
 
 
 def _mount_subcommands() -> None:

@@ -53,7 +53,15 @@ class TrainConfig(BaseModel):
         description="Hub id, local save_pretrained folder, or 'tiny' (a random tiny SD model).")
     revision: str | None = None
     tiny: TinyOptions = Field(default_factory=TinyOptions)
+    vae: Path | None = Field(
+        default=None, description="An AutoencoderKL folder (from `mame-eval train vae`, or a "
+        "pipeline folder with vae/) that replaces the base model's VAE. Needed with "
+        "pretrained_model = 'tiny', whose random VAE cannot reconstruct images.")
     train_text_encoder: bool = True
+    prompt_dropout: float = Field(
+        default=0.0, ge=0.0, lt=1.0, description="Share of training prompts replaced by the "
+        "empty prompt, so the model learns the unconditional branch that classifier-free "
+        "guidance needs. 0 when fine-tuning SD (it has one); ~0.1 when training from scratch.")
 
     # data
     data_dir: Path = Field(description="Prepared dataset root (healthy/ and lesion/).")
@@ -63,6 +71,10 @@ class TrainConfig(BaseModel):
         default=False, description="Off: prepare mirrors every breast to one side on purpose.")
     max_train_samples: int | None = Field(default=None, ge=1)
     dataloader_num_workers: int = Field(default=0, ge=0)
+    cache_latents: bool = Field(
+        default=False, description="Encode every image once with the frozen VAE before "
+        "training and sample from the cached latent distributions (faster when the VAE is a "
+        "large share of a step; needs random_flip = false).")
 
     # optimisation
     train_batch_size: int = Field(default=1, ge=1)
@@ -110,9 +122,9 @@ class TrainConfig(BaseModel):
     def _check(self) -> TrainConfig:
         if self.resolution % 8:
             raise ValueError(f"resolution {self.resolution} must be a multiple of 8")
-        if self.lr_warmup_steps > self.max_train_steps:
-            raise ValueError(f"lr_warmup_steps {self.lr_warmup_steps} exceeds max_train_steps "
-                             f"{self.max_train_steps}")
+        if self.cache_latents and self.random_flip:
+            raise ValueError("cache_latents = true needs random_flip = false (a cached latent "
+                             "cannot be flipped)")
         return self
 
 
@@ -129,6 +141,8 @@ def _error_line(source: str, exc: ValidationError) -> str:
             parts.append(f"unknown key {where!r} ({hint})")
         elif err["type"] == "missing":
             parts.append(f"missing key {where!r}")
+        elif not err["loc"]:  # a check across keys: its message names them
+            parts.append(err["msg"].removeprefix("Value error, "))
         else:
             parts.append(f"{where} = {err.get('input')!r}: {err['msg']}")
     return f"{source}: " + "; ".join(parts)

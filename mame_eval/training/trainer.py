@@ -69,10 +69,13 @@ def load_components(config: TrainConfig, task: str) -> dict:
     from mame_eval.models.loading import quiet, resolve_model
     from mame_eval.models.tiny import TinySpec, tiny_components
 
+    vae = load_vae(config.vae) if config.vae is not None else None
     if config.pretrained_model == "tiny":
         t = config.tiny
+        # With a pre-trained VAE the UNet's latent grid follows that VAE's downsampling.
+        vae_channels = tuple(vae.config.block_out_channels) if vae else tuple(t.vae_channels)
         spec = TinySpec(resolution=config.resolution, unet_channels=tuple(t.unet_channels),
-                        vae_channels=tuple(t.vae_channels), layers_per_block=t.layers_per_block,
+                        vae_channels=vae_channels, layers_per_block=t.layers_per_block,
                         text_hidden=t.text_hidden, text_layers=t.text_layers,
                         attention_head_dim=t.attention_head_dim)
         parts = tiny_components("inpaint" if task == "inpaint" else "txt2img", t.seed, spec)
@@ -90,9 +93,30 @@ def load_components(config: TrainConfig, task: str) -> dict:
             }
         sched_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
         base_scheduler = getattr(diffusers, sched_config["_class_name"]).from_config(sched_config)
+    if vae is not None:
+        if vae.config.latent_channels != parts["vae"].config.latent_channels:
+            raise ConfigError(f"vae {config.vae}: {vae.config.latent_channels} latent channels, "
+                              f"the UNet of {config.pretrained_model!r} expects "
+                              f"{parts['vae'].config.latent_channels}")
+        parts["vae"] = vae
     parts["noise_scheduler"] = DDPMScheduler.from_config(base_scheduler.config)
     parts["base_scheduler"] = base_scheduler
     return parts
+
+
+def load_vae(path: Path):
+    """An AutoencoderKL folder, or the ``vae/`` of a pipeline folder; one line if neither."""
+    from diffusers import AutoencoderKL
+
+    from mame_eval.models.loading import quiet
+
+    path = Path(path)
+    folder = path / "vae" if (path / "vae" / "config.json").is_file() else path
+    if not (folder / "config.json").is_file():
+        raise ConfigError(f"vae = {str(path)!r}: no AutoencoderKL there (no config.json or "
+                          "vae/config.json); train one with `mame-eval train vae CONFIG`")
+    with quiet():
+        return AutoencoderKL.from_pretrained(folder)
 
 
 def widen_conv_in(unet, in_channels: int = 9) -> bool:
@@ -294,6 +318,10 @@ def _train(config: TrainConfig, task: str,
                                          parts["unet"])
     noise_scheduler = parts["noise_scheduler"]
     notes: list[str] = []
+    if config.pretrained_model == "tiny" and config.vae is None:
+        notes.append("pretrained_model = 'tiny' without vae: the VAE is random and frozen, so "
+                     "samples will not look like mammograms (fine for testing the code path; "
+                     "pre-train one with `mame-eval train vae`)")
     if inpaint and widen_conv_in(unet):
         notes.append("conv_in widened from 4 to 9 input channels (zero weights)")
     if not inpaint and unet.config.in_channels != 4:
@@ -333,6 +361,9 @@ def _train(config: TrainConfig, task: str,
     dataset_cls = LesionDataset if inpaint else HealthyDataset
     dataset = dataset_cls(config.data_dir, tokenizer, config.resolution,
                           max_samples=config.max_train_samples, random_flip=config.random_flip)
+    if config.cache_latents:
+        dataset = cache_latents(dataset, vae, device, weight_dtype)
+    empty_ids = dataset.tokenize("") if config.prompt_dropout else None
     dataloader = torch.utils.data.DataLoader(
         dataset, batch_size=config.train_batch_size, shuffle=True, collate_fn=collate,
         num_workers=config.dataloader_num_workers, drop_last=False)
@@ -348,9 +379,13 @@ def _train(config: TrainConfig, task: str,
     optimizer, optimizer_name, opt_notes = make_optimizer(
         config.model_copy(update={"learning_rate": lr}), trained, device.type)
     notes += opt_notes
+    warmup = min(config.lr_warmup_steps, config.max_train_steps)
+    if warmup < config.lr_warmup_steps:  # e.g. --set max_train_steps=3 on a real config
+        notes.append(f"lr_warmup_steps {config.lr_warmup_steps} > max_train_steps "
+                     f"{config.max_train_steps}: warm-up shortened to {warmup} steps")
     lr_scheduler = get_scheduler(
         config.lr_scheduler, optimizer,
-        num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
+        num_warmup_steps=warmup * accelerator.num_processes,
         num_training_steps=config.max_train_steps * accelerator.num_processes)
     if config.train_text_encoder:
         unet, text_encoder, optimizer, dataloader, lr_scheduler = accelerator.prepare(
@@ -384,7 +419,8 @@ def _train(config: TrainConfig, task: str,
                          resumed_from=resumed_from, final_loss=None, log_csv=str(log_csv),
                          optimizer=optimizer_name, notes=notes,
                          is_main_process=accelerator.is_main_process)
-    validation_samples = ([dataset[i] for i in range(min(len(dataset), 2))] if inpaint else [])
+    images = getattr(dataset, "dataset", dataset)  # the pixels, also when latents are cached
+    validation_samples = ([images[i] for i in range(min(len(images), 2))] if inpaint else [])
 
     def validate() -> None:
         path = _validate(accelerator, config, task, parts, unet, text_encoder, weight_dtype,
@@ -407,7 +443,8 @@ def _train(config: TrainConfig, task: str,
                 generator = step_generator(config.seed, accelerator.process_index, global_step,
                                            micro)
                 loss = _loss(batch, vae, text_encoder, unet, noise_scheduler, weight_dtype,
-                             config.noise_offset, inpaint, generator)
+                             config.noise_offset, inpaint, generator,
+                             config.prompt_dropout, empty_ids)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(trained, config.max_grad_norm)
@@ -488,16 +525,83 @@ def step_generator(seed: int, process: int, step: int, micro: int):
     return torch.Generator("cpu").manual_seed(int(state[0] >> np.uint64(1)))
 
 
+class CachedLatents:
+    """A training dataset whose images were encoded once by the frozen VAE.
+
+    Items keep everything but the pixels: ``latent_parameters`` (the VAE posterior's mean and
+    log-variance, 2·C×h×w) replaces ``pixel_values``, and ``masked_latent_parameters``
+    replaces ``masked_pixel_values``. A fresh latent is still sampled at every step.
+    """
+
+    def __init__(self, dataset, items: list[dict]):
+        self.dataset, self.items = dataset, items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.items[index]
+
+    def tokenize(self, prompt: str):
+        return self.dataset.tokenize(prompt)
+
+
+def cache_latents(dataset, vae, device, dtype, batch_size: int = 16) -> CachedLatents:
+    """Encode every sample of ``dataset`` once (see :class:`CachedLatents`)."""
+    import torch
+
+    renamed = {"pixel_values": "latent_parameters",
+               "masked_pixel_values": "masked_latent_parameters"}
+    items = []
+    with torch.no_grad():
+        for start in range(0, len(dataset), batch_size):
+            chunk = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+            encoded = {}
+            for key in renamed:
+                if key in chunk[0]:
+                    pixels = torch.stack([c[key] for c in chunk]).to(device, dtype)
+                    encoded[key] = vae.encode(pixels).latent_dist.parameters.float().cpu()
+            for k, sample in enumerate(chunk):
+                items.append({renamed.get(key, key): (encoded[key][k] if key in encoded
+                                                      else value)
+                              for key, value in sample.items()})
+    return CachedLatents(dataset, items)
+
+
+def _sample_latents(batch: dict, key: str, vae, weight_dtype, generator):
+    """Latents of ``batch[key]`` pixels, or sampled from their cached VAE posterior."""
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    cached = {"pixel_values": "latent_parameters",
+              "masked_pixel_values": "masked_latent_parameters"}[key]
+    if cached in batch:
+        dist = DiagonalGaussianDistribution(batch[cached].to(weight_dtype))
+    else:
+        dist = vae.encode(batch[key].to(weight_dtype)).latent_dist
+    return dist.sample(generator=generator)
+
+
+def drop_prompts(input_ids, rate: float, empty_ids, generator):
+    """Replace each prompt by the empty one with probability ``rate`` (drawn from
+    ``generator``): classifier-free guidance needs the model to know the unconditional case."""
+    import torch
+
+    if not rate:
+        return input_ids
+    drop = torch.rand(len(input_ids), generator=generator) < rate
+    return torch.where(drop[:, None].to(input_ids.device), empty_ids.to(input_ids.device),
+                       input_ids)
+
+
 def _loss(batch, vae, text_encoder, unet, noise_scheduler, weight_dtype, noise_offset, inpaint,
-          generator):
+          generator, prompt_dropout: float = 0.0, empty_ids=None):
     """ε-prediction MSE of one batch (velocity when the scheduler predicts v)."""
     import torch
     import torch.nn.functional as F
     from diffusers.utils.torch_utils import randn_tensor
 
     sf = vae.config.scaling_factor
-    pixels = batch["pixel_values"].to(weight_dtype)
-    latents = vae.encode(pixels).latent_dist.sample(generator=generator) * sf
+    latents = _sample_latents(batch, "pixel_values", vae, weight_dtype, generator) * sf
     noise = randn_tensor(latents.shape, generator=generator, device=latents.device,
                          dtype=latents.dtype)
     if noise_offset:
@@ -507,11 +611,11 @@ def _loss(batch, vae, text_encoder, unet, noise_scheduler, weight_dtype, noise_o
                               (latents.shape[0],), generator=generator).to(latents.device)
     model_input = noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     if inpaint:
-        masked = vae.encode(batch["masked_pixel_values"].to(weight_dtype)).latent_dist.sample(
-            generator=generator)
+        masked = _sample_latents(batch, "masked_pixel_values", vae, weight_dtype, generator)
         mask = F.interpolate(batch["mask"], size=latents.shape[-2:])  # nearest, as the pipeline
         model_input = torch.cat([noisy, mask.to(noisy.dtype), masked * sf], dim=1)
-    hidden = text_encoder(batch["input_ids"], return_dict=False)[0]
+    input_ids = drop_prompts(batch["input_ids"], prompt_dropout, empty_ids, generator)
+    hidden = text_encoder(input_ids, return_dict=False)[0]
     pred = unet(model_input, timesteps, hidden, return_dict=False)[0]
     if noise_scheduler.config.prediction_type == "v_prediction":
         target = noise_scheduler.get_velocity(latents, noise, timesteps)
