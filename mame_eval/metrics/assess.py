@@ -77,6 +77,53 @@ def plot_diversity(table: pd.DataFrame, stem: Path, title: str) -> list[Path]:
     return paths
 
 
+def plot_tradeoff(table: pd.DataFrame, stem: Path, title: str) -> list[Path]:
+    """The fidelity–diversity trade-off of a sweep: per guidance scale, diversity (MS-SSIM),
+    mean prompt adherence and FID where measured (left), and adherence against MS-SSIM with
+    each point labelled by its scale (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = table.sort_values("guidance")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    g = rows["guidance"]
+    if "ms_ssim" in rows:
+        left.plot(g, rows["ms_ssim"], "o-", color="C0", label="MS-SSIM (lower = more diverse)")
+        left.fill_between(g, rows["ms_ssim_ci_low"], rows["ms_ssim_ci_high"], color="C0",
+                          alpha=0.2)
+    if "mean_adherence" in rows:
+        left.plot(g, rows["mean_adherence"], "s-", color="C2", label="mean prompt adherence")
+    left.set_xlabel("guidance scale")
+    left.set_ylim(0, 1.02)
+    left.grid(alpha=0.3)
+    if "fid" in rows:
+        twin = left.twinx()
+        twin.plot(g, rows["fid"], "^--", color="C3", label="FID")
+        twin.fill_between(g, rows["fid_ci_low"], rows["fid_ci_high"], color="C3", alpha=0.12)
+        twin.set_ylabel("FID", color="C3")
+        twin.legend(loc="lower right", fontsize=7)
+    left.legend(loc="upper left", fontsize=7)
+    if "ms_ssim" in rows and "mean_adherence" in rows:
+        right.plot(rows["ms_ssim"], rows["mean_adherence"], "o-", color="C4")
+        for x, y, label in zip(rows["ms_ssim"], rows["mean_adherence"], g, strict=True):
+            right.annotate(f"{label:g}", (x, y), textcoords="offset points", xytext=(4, 4),
+                           fontsize=7)
+        right.set_xlabel("MS-SSIM (lower = more diverse)")
+        right.set_ylabel("mean prompt adherence")
+        right.grid(alpha=0.3)
+    else:
+        right.axis("off")
+        right.text(0.5, 0.5, "trade-off needs diversity and fidelity", ha="center",
+                   va="center", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    paths = _save_figure(fig, stem)
+    plt.close(fig)
+    return paths
+
+
 @dataclass
 class DiversityReport:
     table: pd.DataFrame
@@ -88,6 +135,7 @@ def diversity_run(out: Path, *, model: str | None = None, images: Path | None = 
                   prompt: str | None = None, guidance: list[float] | None = None, n: int = 20,
                   steps: int = 24, protocol: str = "all-pairs", seed: int = 0,
                   negative_prompt: str = "", batch_size: int = 4, device: str | None = None,
+                  pipe=None,
                   progress: Callable[[int, int], None] | None = None) -> DiversityReport:
     """Diversity of a model per guidance scale, or of a folder of images.
 
@@ -123,7 +171,8 @@ def diversity_run(out: Path, *, model: str | None = None, images: Path | None = 
 
         prompt = prompt or DEFAULT_PROMPT
         scales = guidance or [4.0]
-        pipe = load_pipeline(model, task="txt2img", device=device)
+        if pipe is None:
+            pipe = load_pipeline(model, task="txt2img", device=device)
         count = n if protocol == "all-pairs" else 2 * n
         for k, scale in enumerate(scales):
             run = generate(None, prompt, out / "images" / f"g{scale:g}", n=count,

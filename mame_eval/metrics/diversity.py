@@ -84,6 +84,7 @@ class DiversityResult:
     settings: MsSsimSettings = field(default_factory=MsSsimSettings)
     pairs: list[tuple[int, int]] = field(default_factory=list, repr=False)
     values: list[float] = field(default_factory=list, repr=False)
+    boots: list[float] = field(default_factory=list, repr=False)  # bootstrap replicate means
 
     def row(self) -> dict:
         """The table row: mean, std, ci_low, ci_high, n_images, n_pairs."""
@@ -91,7 +92,7 @@ class DiversityResult:
                 ("mean", "std", "ci_low", "ci_high", "n_images", "n_pairs")}
 
     def provenance(self) -> dict:
-        out = {k: v for k, v in asdict(self).items() if k not in ("pairs", "values")}
+        out = {k: v for k, v in asdict(self).items() if k not in ("pairs", "values", "boots")}
         out["std_ddof"] = self.ddof
         out["bootstrap"] = ("percentile; resamples images" if self.protocol == "all-pairs"
                             else "percentile; resamples pairs")
@@ -223,4 +224,25 @@ def diversity(images, protocol: str = "all-pairs", pairs: list[tuple[int, int]] 
         ci_low=float(lo), ci_high=float(hi), n_images=n, n_pairs=len(values),
         protocol=protocol, level=level, n_boot=n_boot, settings=settings,
         pairs=[tuple(map(int, p)) for p in pairs], values=values.tolist(),
+        boots=np.asarray(boots, dtype=np.float64).tolist(),
     )
+
+
+def mean_over_sets(results: list[DiversityResult], level: float = 0.95
+                   ) -> tuple[float, float, float]:
+    """(mean, ci_low, ci_high) of the average of several sets' mean MS-SSIM (e.g. one set per
+    prompt). The sets are independent, so averaging their bootstrap replicates index by index
+    is a bootstrap of the average (each set resampled within itself, as a stratified design)."""
+    if not results:
+        raise InputError("no diversity results to average")
+    if len(results) == 1:
+        r = results[0]
+        return r.mean, r.ci_low, r.ci_high
+    k = min(len(r.boots) for r in results)
+    mean = float(np.mean([r.mean for r in results]))
+    if k == 0:
+        return mean, mean, mean
+    boots = np.mean([np.asarray(r.boots[:k]) for r in results], axis=0)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(boots, [alpha, 1 - alpha])
+    return mean, float(lo), float(hi)

@@ -1,0 +1,411 @@
+"""``mame-eval sweep generation/NAME.toml``: generation assessed across guidance scales.
+
+For each guidance scale of the sweep definition, images of every prompt are generated into a
+resumable run (``OUT/images/g<scale>/p<k>/``) and measured:
+
+* **diversity** — mean MS-SSIM among the images of one prompt (:mod:`.diversity`), per prompt
+  (``diversity.csv``) and averaged over prompts with a stratified bootstrap CI (``sweep.csv``);
+  optionally the same statistic among real images of the same attributes (``real_baseline``);
+* **FID / KID** — all images of a scale against a real reference folder (:mod:`.distribution`),
+  features cached by content hash in ``OUT/cache`` so the reference is extracted once;
+* **prompt fidelity** — requested vs measured attributes (:mod:`.fidelity`): area by the breast
+  mask of ``prepare``, view/density/vendor by a MammoNet's heads; attributes a vendor was never
+  trained with are reported apart as concept extrapolation.
+
+Outputs: ``sweep.csv`` (one row per scale), ``diversity.csv``, ``fidelity.csv``,
+``records.csv`` (one row per image), ``tradeoff.png``/``.pdf`` and ``provenance.json``. A rerun
+generates only missing images and recomputes the tables.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mame_eval.errors import ConfigError, InputError
+from mame_eval.io import atomic_path, read_jsonl, write_json
+from mame_eval.metrics.diversity import PROTOCOLS, DiversityResult, diversity, mean_over_sets
+from mame_eval.prompts import parse
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+#: What the paper's fusion model was taught (DESIGN §1): area only on Hologic images, density
+#: only on Siemens, view on both. The default reference for concept extrapolation.
+PAPER_FUSION_TRAINING = frozenset({("hologic", "view"), ("hologic", "area"),
+                                   ("siemens", "view"), ("siemens", "density")})
+
+
+class FidSettings(BaseModel):
+    """``[fid]``: FID/KID of each scale's images against ``real``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    real: Path = Field(description="Folder of real reference images (e.g. prepared/healthy).")
+    features: str = Field("mammonet", description="inception, mammonet, a MammoNet folder or a "
+                          "TorchScript .pt (see `mame-eval fid --help`).")
+    inception_weights: Path | None = None
+    kid_subset_size: int = Field(1000, ge=2)
+    n_boot: int = Field(200, ge=10)
+
+
+class FidelitySettings(BaseModel):
+    """``[fidelity]``: requested vs measured attributes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    classifier: str = Field("embedded", description="MammoNet folder for view/density/vendor; "
+                            "'embedded' = MammoNet-tiny; 'none' = measure area only.")
+    training_prompts: Path | None = Field(
+        None, description="metadata.jsonl of the model's training set: which (vendor, "
+        "attribute) pairs it saw. Default: the paper's fusion pairing.")
+
+
+class SweepConfig(BaseModel):
+    """A sweep definition (``generation/NAME.toml``); unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    model: str | None = Field(None, description="Hub id or local folder; default: the "
+                              "embedded MAM-E-tiny.")
+    out: Path
+    prompts: list[str] = Field(min_length=1)
+    guidance: list[float] | str = "4:14"
+    n: int = Field(20, ge=2, description="Images per prompt and scale (paper protocol: pairs).")
+    steps: int = Field(24, ge=1)
+    scheduler: str = "dpm++"
+    negative_prompt: str = ""
+    seed: int = 0
+    batch_size: int = Field(4, ge=1)
+    height: int | None = None
+    width: int | None = None
+    device: str | None = None
+    dtype: str | None = None
+    diversity: bool = True
+    protocol: str = "all-pairs"
+    real_baseline: Path | None = Field(
+        None, description="Prepared healthy folder: also measure MS-SSIM among n real images "
+        "with each prompt's attributes.")
+    fid: FidSettings | None = None
+    fidelity: FidelitySettings | None = Field(default_factory=FidelitySettings)
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompts_parse(cls, value: list[str]) -> list[str]:
+        for prompt in value:
+            parse(prompt)  # PromptError (a ValueError) names the bad word
+        return value
+
+    @field_validator("protocol")
+    @classmethod
+    def _protocol(cls, value: str) -> str:
+        if value not in PROTOCOLS:
+            raise ValueError(f"expected one of {', '.join(PROTOCOLS)}")
+        return value
+
+    def scales(self) -> list[float]:
+        from mame_eval.metrics.assess import parse_guidance
+
+        if isinstance(self.guidance, str):
+            return parse_guidance(self.guidance)
+        if not self.guidance or any(g < 0 for g in self.guidance):
+            raise InputError(f"guidance {self.guidance}: expected non-negative scales")
+        return [float(g) for g in self.guidance]
+
+
+def load_sweep_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()
+                      ) -> SweepConfig:
+    """Read and validate a sweep TOML; ``key=value`` overrides (``fid.real=DIR`` for tables)."""
+    from mame_eval.training.config import parse_override
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: sweep definition not found")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    for item in overrides:
+        key, value = parse_override(item)
+        head, dot, sub = key.partition(".")
+        if dot:
+            table = data.setdefault(head, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"--set {item!r}: {head!r} is not a table")
+            table[sub] = value
+        else:
+            data[key] = value
+    try:
+        config = SweepConfig.model_validate(data)
+        config.scales()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key {where!r}"
+        elif err["type"] == "missing":
+            msg = f"missing key {where!r}"
+        else:
+            msg = f"{where}: {err['msg'].removeprefix('Value error, ')}"
+        raise ConfigError(f"{path}: {msg}") from None
+    except InputError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return config
+
+
+# --------------------------------------------------------------------------- real baseline
+
+
+def real_images_like(prepared: Path, prompt: str, n: int, seed: int = 0) -> list[Path]:
+    """Up to ``n`` prepared real images (seeded sample) whose labels match every attribute the
+    prompt names (vendor, view, density, area), read from ``prepared/metadata.jsonl``."""
+    from mame_eval.metrics.fidelity import requested_attributes
+
+    meta = Path(prepared) / "metadata.jsonl"
+    if not meta.is_file():
+        raise InputError(f"real_baseline {prepared}: no metadata.jsonl (expected a prepared "
+                         "healthy folder)")
+    wanted = requested_attributes(prompt)
+    rows = [r for r in read_jsonl(meta)
+            if all(str(r.get(k)) == v for k, v in wanted.items())]
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(rows), size=min(n, len(rows)), replace=False).tolist()) \
+        if rows else []
+    return [Path(prepared) / rows[i]["file_name"] for i in chosen]
+
+
+# --------------------------------------------------------------------------- the sweep
+
+
+@dataclass
+class SweepReport:
+    table: pd.DataFrame
+    diversity: pd.DataFrame
+    fidelity: pd.DataFrame
+    files: list[Path]
+    notes: list[str]
+
+
+def _save_csv(frame: pd.DataFrame, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return path
+
+
+def _training_pairs(settings: FidelitySettings, prompts: list[str]):
+    from mame_eval.metrics.fidelity import training_combinations
+
+    if settings.training_prompts is not None:
+        path = Path(settings.training_prompts)
+        if not path.is_file():
+            raise InputError(f"fidelity.training_prompts {path}: file not found")
+        return training_combinations(r["prompt"] for r in read_jsonl(path) if "prompt" in r)
+    if any(parse(p).vendor is not None for p in prompts):
+        return set(PAPER_FUSION_TRAINING)
+    return None  # single-vendor prompts: nothing to extrapolate to
+
+
+def _classifier(settings: FidelitySettings, device: str):
+    if settings.classifier == "none":
+        return None
+    from mame_eval.cad.features import EMBEDDED_MAMMONET
+    from mame_eval.cad.model import MammoNet
+
+    folder = EMBEDDED_MAMMONET if settings.classifier == "embedded" else Path(settings.classifier)
+    return MammoNet.from_pretrained(folder, device=device)
+
+
+def run_sweep(config: SweepConfig, progress: Callable[[int, int], None] | None = None,
+              pipe=None) -> SweepReport:
+    """Generate (resumably) and measure every scale of ``config``; write the tables.
+
+    ``pipe``: an already loaded pipeline of ``config.model`` (else loaded when needed).
+    """
+    import warnings
+
+    from mame_eval.cad.provenance import provenance
+    from mame_eval.generation import generate
+    from mame_eval.metrics.assess import plot_tradeoff
+    from mame_eval.metrics.features import extract_features, load_extractor, load_rgb
+    from mame_eval.metrics.fidelity import adherence_table, fidelity_records
+
+    start = time.perf_counter()
+    out = Path(config.out)
+    scales = config.scales()
+    count = config.n if config.protocol == "all-pairs" else 2 * config.n
+    device = config.device or "cpu"
+    # Check every input before the first image is generated.
+    extractor = real_files = None
+    if config.fid is not None:
+        from mame_eval.metrics.features import list_images
+
+        real_files = list_images(config.fid.real)
+        extractor = load_extractor(config.fid.features, config.fid.inception_weights,
+                                   device=device)
+    classifier = training = None
+    if config.fidelity is not None:
+        classifier = _classifier(config.fidelity, device)
+        training = _training_pairs(config.fidelity, config.prompts)
+    if config.real_baseline is not None and not Path(config.real_baseline).is_dir():
+        raise InputError(f"real_baseline {config.real_baseline}: not a folder")
+
+    identity = (_model_identity(config) if pipe is None else
+                (pipe.mame_source.revision, getattr(pipe, "mame_scheduler", config.scheduler)))
+    units = len(scales) * len(config.prompts)
+    done = 0
+    runs: dict[tuple[float, int], list[Path]] = {}
+    for scale in scales:
+        for k, prompt in enumerate(config.prompts):
+            folder = out / "images" / f"g{scale:g}" / f"p{k}"
+            finished = _finished(folder, count, prompt, scale, config, identity)
+            if finished is None:
+                if pipe is None:  # loaded once, and only when some image is missing
+                    from mame_eval.models import load_pipeline
+
+                    pipe = load_pipeline(config.model, task="txt2img", device=config.device,
+                                         dtype=config.dtype, scheduler=config.scheduler)
+                finished = generate(
+                    None, prompt, folder, n=count, guidance_scale=scale, steps=config.steps,
+                    seed=config.seed, negative_prompt=config.negative_prompt,
+                    batch_size=config.batch_size, height=config.height, width=config.width,
+                    pipe=pipe).files[:count]
+            runs[(scale, k)] = finished
+            done += 1
+            if progress:
+                progress(done, units + len(scales))
+
+    notes: list[str] = []
+    div_rows, fid_rows, sweep_rows, records = [], [], [], []
+    f_real = None
+    for scale in scales:
+        row: dict = {"guidance": scale}
+        pictures = {k: [load_rgb(f) for f in runs[(scale, k)]] for k in range(len(config.prompts))}
+        row["n_images"] = sum(len(p) for p in pictures.values())
+        if config.diversity:
+            results: list[DiversityResult] = []
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", UserWarning)
+                for k, prompt in enumerate(config.prompts):
+                    res = diversity(pictures[k], protocol=config.protocol, seed=config.seed)
+                    results.append(res)
+                    div_rows.append({"guidance": scale, "prompt": prompt, "source": "synthetic",
+                                     **res.row()})
+            notes += [str(w.message) for w in caught]
+            mean, lo, hi = mean_over_sets(results)
+            row.update(ms_ssim=mean, ms_ssim_ci_low=lo, ms_ssim_ci_high=hi)
+        if config.fid is not None:
+            from mame_eval.metrics.distribution import fid, fid_bootstrap_ci, kid
+
+            cache = out / "cache"
+            if f_real is None:
+                f_real = extract_features(real_files, extractor, cache_dir=cache)
+            files = [f for k in range(len(config.prompts)) for f in runs[(scale, k)]]
+            f_syn = extract_features(files, extractor, cache_dir=cache)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", UserWarning)
+                value = fid(f_real, f_syn)
+            notes += [str(w.message) for w in caught]
+            kid_mean, kid_std = kid(f_real, f_syn, subset_size=config.fid.kid_subset_size,
+                                    seed=config.seed)
+            lo, hi = fid_bootstrap_ci(f_real, f_syn, n_boot=config.fid.n_boot, seed=config.seed)
+            row.update(fid=value, fid_ci_low=lo, fid_ci_high=hi, kid=kid_mean, kid_std=kid_std)
+        if config.fidelity is not None:
+            images = [im for k in range(len(config.prompts)) for im in pictures[k]]
+            prompts = [p for k, p in enumerate(config.prompts) for _ in pictures[k]]
+            files = [str(f.relative_to(out)) for k in range(len(config.prompts))
+                     for f in runs[(scale, k)]]
+            rec = fidelity_records(images, prompts, model=classifier, files=files)
+            rec.insert(0, "guidance", scale)
+            records.append(rec)
+            table = adherence_table(rec, training)
+            for item in table.to_dict("records"):
+                fid_rows.append({"guidance": scale, **item})
+                key = item["attribute"].replace("|", "_")
+                row.update({f"{key}_adherence": item["accuracy"],
+                            f"{key}_ci_low": item["ci_low"], f"{key}_ci_high": item["ci_high"]})
+            plain = table[~table["attribute"].str.contains("|", regex=False)]
+            if not plain.empty:
+                row["mean_adherence"] = float(plain["accuracy"].mean())
+        sweep_rows.append(row)
+        done += 1
+        if progress:
+            progress(done, units + len(scales))
+
+    if config.real_baseline is not None and config.diversity:
+        for prompt in config.prompts:
+            files = real_images_like(config.real_baseline, prompt, count, seed=config.seed)
+            if len(files) < 2:
+                notes.append(f"real baseline of {prompt!r}: {len(files)} matching real image(s) "
+                             f"in {config.real_baseline}; need 2")
+                continue
+            pics = [load_rgb(f) for f in files]
+            if config.protocol == "paper" and len(pics) % 2:
+                pics = pics[:-1]
+            res = diversity(pics, protocol=config.protocol, seed=config.seed)
+            div_rows.append({"guidance": None, "prompt": prompt, "source": "real", **res.row()})
+
+    table = pd.DataFrame(sweep_rows)
+    div_table = pd.DataFrame(div_rows, columns=["guidance", "prompt", "source", "mean", "std",
+                                                "ci_low", "ci_high", "n_images", "n_pairs"])
+    fid_table = pd.DataFrame(fid_rows, columns=["guidance", "attribute", "n", "correct",
+                                                "accuracy", "ci_low", "ci_high"])
+    out.mkdir(parents=True, exist_ok=True)
+    files = [_save_csv(table, out / "sweep.csv")]
+    if config.diversity:
+        files.append(_save_csv(div_table, out / "diversity.csv"))
+    if config.fidelity is not None:
+        files.append(_save_csv(fid_table, out / "fidelity.csv"))
+        files.append(_save_csv(pd.concat(records, ignore_index=True), out / "records.csv"))
+    files += plot_tradeoff(table, out / "tradeoff", f"{config.name}: "
+                           f"{config.model or 'embedded MAM-E-tiny'}")
+    notes = sorted(set(notes))
+    write_json(out / "provenance.json", provenance(
+        command="sweep", device=str(pipe.device) if pipe is not None else str(device),
+        settings=config.model_dump(mode="json"),
+        inputs={"model": config.model or "embedded MAM-E-tiny",
+                "fid_features": extractor.identity if extractor else None,
+                "fidelity_classifier": (config.fidelity.classifier if config.fidelity else None),
+                "extrapolation_reference": (sorted(map(list, training)) if training else None)},
+        wall_time_s=round(time.perf_counter() - start, 3), notes=notes))
+    files.append(out / "provenance.json")
+    return SweepReport(table=table, diversity=div_table, fidelity=fid_table, files=files,
+                       notes=notes)
+
+
+def _model_identity(config: SweepConfig) -> tuple[str, str]:
+    """(revision, scheduler) that manifests of this sweep's model record, without loading it."""
+    from mame_eval.models import default_model, model_revision, resolve_model
+
+    folder = resolve_model(config.model if config.model is not None else default_model())
+    return model_revision(folder), config.scheduler
+
+
+def _finished(folder: Path, count: int, prompt: str, scale: float, config: SweepConfig,
+              identity: tuple[str, str]) -> list[Path] | None:
+    """The files of a run that already holds ``count`` images made with these settings (a
+    finished sweep reruns without loading the model); ``None`` when anything is to be done."""
+    from mame_eval.generation import read_manifest
+
+    rows = read_manifest(folder)
+    if any(i not in rows for i in range(count)):
+        return None
+    revision, scheduler = identity
+    same = all(rows[i].get("prompt") == prompt and rows[i].get("guidance_scale") == scale
+               and rows[i].get("revision") == revision and rows[i].get("scheduler") == scheduler
+               and rows[i].get("steps") == config.steps
+               and rows[i].get("seed_base") == config.seed
+               and rows[i].get("negative_prompt") == config.negative_prompt
+               for i in range(count))
+    # Different settings: let generate() report the clash with its own clear error.
+    return [folder / rows[i]["file"] for i in range(count)] if same else None
