@@ -9,9 +9,7 @@ import numpy as np
 from mame_eval.errors import ModelError
 from mame_eval.io import file_sha256
 from mame_eval.metrics.features import FeatureExtractor
-
-#: Where the embedded MammoNet-tiny is shipped (DESIGN §5).
-EMBEDDED_MAMMONET = Path(__file__).resolve().parent.parent / "assets" / "mammonet-tiny"
+from mame_eval.models.loading import EMBEDDED_MAMMONET  # the shipped MammoNet-tiny
 
 
 def mammonet_extractor(directory: Path | None = None, device: str = "cpu") -> FeatureExtractor:

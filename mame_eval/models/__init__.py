@@ -6,7 +6,9 @@ from mame_eval.models.loading import (
     EMBEDDED_MODELS,
     PUBLISHED_MODELS,
     SCHEDULERS,
+    CatalogEntry,
     ModelSource,
+    catalog,
     default_model,
     load_pipeline,
     make_scheduler,
@@ -23,6 +25,8 @@ from mame_eval.models.tiny import (
 from mame_eval.models.tokenizer import build_tokenizer, prompt_words
 
 __all__ = [
+    "CatalogEntry",
+    "catalog",
     "EMBEDDED_MODELS",
     "PUBLISHED_MODELS",
     "SCHEDULERS",

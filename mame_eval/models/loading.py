@@ -54,6 +54,54 @@ SCHEDULERS: dict[str, tuple[str, dict]] = {
 #: they are shipped in ``mame_eval/assets/``.
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 EMBEDDED_MODELS = {"txt2img": ASSETS / "mame-tiny", "inpaint": ASSETS / "mame-tiny-inpaint"}
+#: MammoNet-tiny: the default --cad of `explain` and the `mammonet` FID features.
+EMBEDDED_MAMMONET = ASSETS / "mammonet-tiny"
+
+#: What each embedded model is (DESIGN §5); MammoNet-tiny lives beside them in the assets.
+EMBEDDED_DESCRIPTIONS = {
+    "mame-tiny": ("txt2img", "MAM-E-tiny: fusion-style text-to-image on phantoms (hologic: "
+                  "view + area, siemens: view + density), 128 px; default --model"),
+    "mame-tiny-inpaint": ("inpaint", "MAM-E-tiny-inpaint: lesion inpainting on phantoms, "
+                          "128 px; default --inpaint-model"),
+    "mammonet-tiny": ("cad", "MammoNet-tiny: lesion + view/density/area/vendor classifier on "
+                      "phantoms, 128 px; default --cad and --features mammonet"),
+}
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One row of ``mame-eval models``."""
+
+    name: str
+    task: str
+    kind: str  # "embedded" or "published"
+    location: str
+    available: bool
+    description: str
+
+
+def catalog() -> list[CatalogEntry]:
+    """The embedded models (shipped in ``mame_eval/assets``) and the published MAM-E ids.
+
+    A published id counts as available when its snapshot is in the local Hugging Face cache
+    (nothing is downloaded to find out).
+    """
+    rows = []
+    for name, (task, what) in EMBEDDED_DESCRIPTIONS.items():
+        folder = ASSETS / name
+        marker = "config.json" if task == "cad" else "model_index.json"
+        rows.append(CatalogEntry(name, task, "embedded", str(folder),
+                                 (folder / marker).is_file(), what))
+    for hub_id, (task, what) in PUBLISHED_MODELS.items():
+        try:
+            cached = resolve_model(hub_id, local_files_only=True)
+        except ModelError:
+            cached = None
+        rows.append(CatalogEntry(hub_id, task, "published",
+                                 str(cached) if cached else "hub (not in the local cache)",
+                                 cached is not None, what))
+    return rows
+
 
 DTYPES = ("fp32", "fp16", "bf16")
 ATTENTION = ("sdpa", "xformers")

@@ -52,6 +52,7 @@ import pandas as pd
 
 from mame_eval.errors import DataError, InputError, ModelError
 from mame_eval.io import atomic_path, write_json
+from mame_eval.models.loading import EMBEDDED_MAMMONET
 from mame_eval.xai.attribution import METHODS, attribute, default_occlusion_window
 from mame_eval.xai.localization import localization_scores
 
@@ -59,7 +60,7 @@ __all__ = ["DEFAULT_CAD", "SCORE_COLUMNS", "ExplainResult", "default_cad", "expl
            "resolve_group"]
 
 #: The shipped MammoNet-tiny (DESIGN §5), the default ``--cad`` once it exists.
-DEFAULT_CAD = Path(__file__).resolve().parent.parent / "assets" / "mammonet-tiny"
+DEFAULT_CAD = EMBEDDED_MAMMONET  # the shipped MammoNet-tiny
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 LOCALIZATION = ("pointing_game", "relevance_mass", "relevance_rank", "energy_pointing")
 SCORE_COLUMNS = ("image", "group", "method", "lesion_score", *LOCALIZATION, "scored", "mask")

@@ -1,0 +1,75 @@
+"""The embedded default: the model catalogue, installing assets, and the shipped models."""
+
+import shutil
+
+import pytest
+import torch
+
+from mame_eval.models import catalog
+from mame_eval.models.loading import ASSETS, PUBLISHED_MODELS
+
+pytest_plugins = ["conftest_models"]
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_catalog_lists_the_embedded_models_and_every_published_id():
+    rows = catalog()
+    embedded = {r.name: r for r in rows if r.kind == "embedded"}
+    assert set(embedded) == {"mame-tiny", "mame-tiny-inpaint", "mammonet-tiny"}
+    assert {r.name for r in rows if r.kind == "published"} == set(PUBLISHED_MODELS)
+    for r in embedded.values():
+        marker = "config.json" if r.task == "cad" else "model_index.json"
+        assert r.available == (ASSETS / r.name / marker).is_file()
+    # offline and never downloaded: the published ids are not in this machine's cache
+    assert all(not r.available for r in rows if r.kind == "published")
+
+
+def test_cli_models_lists_without_a_subcommand():
+    from typer.testing import CliRunner
+
+    from mame_eval.cli import app
+
+    result = CliRunner().invoke(app, ["models"])
+    assert result.exit_code == 0, result.output
+    assert "mame-tiny-inpaint" in result.output and "Likalto4/fusion_healthy" in result.output
+    assert result.output == CliRunner().invoke(app, ["models", "list"]).output
+
+
+def test_install_writes_fp16_pipelines_that_load_in_fp32(tiny_txt2img, tiny_inpaint, tmp_path):
+    from safetensors import safe_open
+
+    from mame_eval.cad.model import MammoNet
+    from mame_eval.models import load_pipeline
+    from mame_eval.models.assets import folder_bytes, install
+
+    torch.manual_seed(0)
+    MammoNet(image_size=32, width=4, blocks=[1]).save_pretrained(tmp_path / "cad")
+    shutil.copytree(tiny_txt2img, tmp_path / "src")
+    tiny_txt2img = tmp_path / "src"
+    (tiny_txt2img / "checkpoint-9").mkdir()  # a training run's leftovers are never copied
+    sizes = install(tiny_txt2img, tiny_inpaint, tmp_path / "cad", assets=tmp_path / "assets")
+    assert set(sizes) == {"mame-tiny", "mame-tiny-inpaint", "mammonet-tiny"}
+    assert sum(sizes.values()) == folder_bytes(tmp_path / "assets")
+    target = tmp_path / "assets" / "mame-tiny"
+    assert not (target / "checkpoint-9").exists()
+    with safe_open(str(target / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}  # noqa: SIM118
+    original = load_pipeline(tiny_txt2img, device="cpu").unet.state_dict()
+    shipped = load_pipeline(target, device="cpu")
+    assert shipped.unet.dtype == torch.float32
+    for key, value in shipped.unet.state_dict().items():
+        torch.testing.assert_close(value, original[key].half().float())
+    assert load_pipeline(tmp_path / "assets" / "mame-tiny-inpaint", task="inpaint",
+                         device="cpu").unet.config.in_channels == 9
+    MammoNet.from_pretrained(tmp_path / "assets" / "mammonet-tiny")
+    # reinstalling replaces the folders whole
+    install(tiny_txt2img, tiny_inpaint, tmp_path / "cad", assets=tmp_path / "assets")
+    assert not list((tmp_path / "assets").glob(".*"))
+
+
+def test_shipped_assets_stay_small():
+    from mame_eval.models.assets import MAX_ASSET_BYTES, folder_bytes
+
+    if not ASSETS.is_dir():
+        pytest.skip("no assets in this checkout")
+    assert folder_bytes(ASSETS) <= MAX_ASSET_BYTES
