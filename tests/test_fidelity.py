@@ -72,6 +72,18 @@ def test_records_and_adherence_with_exact_ci():
     assert not table.isna().any().any()
 
 
+def test_a_prompt_without_vendor_is_not_extrapolated():
+    """A single-vendor model's prompt ("a mammogram in CC view …") against a fusion-style
+    training set: the attribute was trained for some vendor, so it is not extrapolation."""
+    records = fidelity_records([disc_image(0.25), disc_image(0.25)],
+                               ["a mammogram in CC view with small area",
+                                "a siemens mammogram in CC view with small area"])
+    training = {("hologic", "view"), ("hologic", "area"), ("siemens", "view"),
+                ("siemens", "density")}
+    table = adherence_table(records, training).set_index("attribute")
+    assert table.loc["area", "n"] == 1 and table.loc["area|extrapolated", "n"] == 1
+
+
 def test_without_model_only_area():
     records = fidelity_records([disc_image(0.25)], ["a mammogram in CC view with small area"])
     table = adherence_table(records)

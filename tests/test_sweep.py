@@ -114,6 +114,15 @@ def test_a_finished_sweep_reruns_without_the_model(swept, monkeypatch):
     pd.testing.assert_frame_equal(again.table, report.table)
 
 
+def test_a_changed_setting_is_never_answered_with_old_images(swept):
+    from mame_eval.errors import InputError
+
+    config, _ = swept
+    for change in ({"height": 16, "width": 16}, {"dtype": "bf16"}):
+        with pytest.raises(InputError, match="already holds a run.*new out folder"):
+            run_sweep(config.model_copy(update=change))
+
+
 def test_sweep_config_errors(sweep_inputs, tmp_path):
     path = sweep_inputs / "sweep.toml"
     with pytest.raises(ConfigError, match="unknown key 'nn'"):
@@ -154,6 +163,10 @@ def test_mean_over_sets_is_the_average_with_a_bootstrap_ci():
     assert mean == pytest.approx((a.mean + b.mean) / 2)
     assert lo <= mean <= hi
     assert mean_over_sets([a]) == (a.mean, a.ci_low, a.ci_high)
+    # The seeds are resampled jointly (image i of every prompt shares its noise): two copies of
+    # one set have exactly that set's interval — independent draws would narrow it.
+    twin = diversity(sets[0], seed=1)
+    assert mean_over_sets([a, twin], seed=1) == pytest.approx((a.mean, a.ci_low, a.ci_high))
 
 
 def test_real_images_like_matches_every_named_attribute(prepared):

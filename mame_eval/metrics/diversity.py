@@ -84,7 +84,6 @@ class DiversityResult:
     settings: MsSsimSettings = field(default_factory=MsSsimSettings)
     pairs: list[tuple[int, int]] = field(default_factory=list, repr=False)
     values: list[float] = field(default_factory=list, repr=False)
-    boots: list[float] = field(default_factory=list, repr=False)  # bootstrap replicate means
 
     def row(self) -> dict:
         """The table row: mean, std, ci_low, ci_high, n_images, n_pairs."""
@@ -92,7 +91,7 @@ class DiversityResult:
                 ("mean", "std", "ci_low", "ci_high", "n_images", "n_pairs")}
 
     def provenance(self) -> dict:
-        out = {k: v for k, v in asdict(self).items() if k not in ("pairs", "values", "boots")}
+        out = {k: v for k, v in asdict(self).items() if k not in ("pairs", "values")}
         out["std_ddof"] = self.ddof
         out["bootstrap"] = ("percentile; resamples images" if self.protocol == "all-pairs"
                             else "percentile; resamples pairs")
@@ -162,20 +161,79 @@ def all_pairs(n: int) -> list[tuple[int, int]]:
     return [(i, j) for i in range(n) for j in range(i + 1, n)]
 
 
-def _bootstrap_images(matrix: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Bootstrap means of the off-diagonal pair mean, resampling the N images.
+def _image_counts(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap multiplicities of N images, (n_boot, N)."""
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
+
+
+def _means_from_counts(matrix: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Off-diagonal pair means of resampled images (NaN where no pair of distinct images).
 
     For resampled multiplicities ``c`` (multinomial), the mean over pairs of *distinct*
     resampled draws that are different images is ``cᵀ M c / ((Σc)² − Σc²)`` with ``M`` the
     symmetric pair matrix with a zero diagonal (a draw paired with a copy of itself is not a
     pair of two generated images and is left out).
     """
-    n = matrix.shape[0]
-    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
     numer = np.einsum("bi,ij,bj->b", counts, matrix, counts)
     denom = counts.sum(1) ** 2 - (counts ** 2).sum(1)
-    valid = denom > 0
-    return numer[valid] / denom[valid]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, numer / np.where(denom > 0, denom, 1.0), np.nan)
+
+
+def _bootstrap_images(matrix: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap means of the off-diagonal pair mean, resampling the N images."""
+    means = _means_from_counts(matrix, _image_counts(matrix.shape[0], n_boot, rng))
+    return means[np.isfinite(means)]
+
+
+def _pair_matrix(n: int, pairs, values) -> np.ndarray:
+    """The symmetric N×N matrix of pair values, zero diagonal."""
+    matrix = np.zeros((n, n))
+    idx = np.asarray(pairs).reshape(-1, 2)
+    matrix[idx[:, 0], idx[:, 1]] = values
+    matrix[idx[:, 1], idx[:, 0]] = values
+    return matrix
+
+
+def mean_over_sets(results: list[DiversityResult], level: float = 0.95, n_boot: int = 2000,
+                   seed: int = 0) -> tuple[float, float, float]:
+    """(mean, ci_low, ci_high) of the average of several sets' mean MS-SSIM (one set per
+    prompt of a sweep scale).
+
+    The sets of a sweep share their noise — image i of every prompt starts from seed S+i — so
+    they are not independent: the bootstrap resamples the *seeds* jointly, one draw of image
+    indices (pair indices for the ``paper`` protocol) applied to every set, a cluster
+    bootstrap. Sets of different sizes or protocols cannot share a draw and are resampled
+    each on its own.
+    """
+    if not results:
+        raise InputError("no diversity results to average")
+    mean = float(np.mean([r.mean for r in results]))
+    if len(results) == 1:
+        r = results[0]
+        return r.mean, r.ci_low, r.ci_high
+    rng = np.random.default_rng(seed)
+    joint = len({(r.protocol, r.n_images, r.n_pairs) for r in results}) == 1
+    shared = None
+    replicates = []
+    for r in results:
+        if r.protocol == "all-pairs":
+            counts = shared if shared is not None else _image_counts(r.n_images, n_boot, rng)
+            replicates.append(_means_from_counts(_pair_matrix(r.n_images, r.pairs, r.values),
+                                                 counts))
+        else:
+            counts = shared if shared is not None else rng.integers(
+                0, r.n_pairs, size=(n_boot, r.n_pairs))
+            replicates.append(np.asarray(r.values)[counts].mean(axis=1))
+        if joint:
+            shared = counts
+    boots = np.mean(replicates, axis=0)
+    boots = boots[np.isfinite(boots)]
+    if boots.size == 0:
+        return mean, mean, mean
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(boots, [alpha, 1 - alpha])
+    return mean, float(lo), float(hi)
 
 
 def diversity(images, protocol: str = "all-pairs", pairs: list[tuple[int, int]] | None = None,
@@ -207,11 +265,7 @@ def diversity(images, protocol: str = "all-pairs", pairs: list[tuple[int, int]] 
     values = ms_ssim_pairs(gray, pairs, batch_size=batch_size, settings=settings, device=device)
     rng = np.random.default_rng(seed)
     if protocol == "all-pairs":
-        matrix = np.zeros((n, n))
-        idx = np.asarray(pairs)
-        matrix[idx[:, 0], idx[:, 1]] = values
-        matrix[idx[:, 1], idx[:, 0]] = values
-        boots = _bootstrap_images(matrix, n_boot, rng)
+        boots = _bootstrap_images(_pair_matrix(n, pairs, values), n_boot, rng)
     else:
         draws = rng.integers(0, len(values), size=(n_boot, len(values)))
         boots = values[draws].mean(axis=1)
@@ -224,25 +278,5 @@ def diversity(images, protocol: str = "all-pairs", pairs: list[tuple[int, int]] 
         ci_low=float(lo), ci_high=float(hi), n_images=n, n_pairs=len(values),
         protocol=protocol, level=level, n_boot=n_boot, settings=settings,
         pairs=[tuple(map(int, p)) for p in pairs], values=values.tolist(),
-        boots=np.asarray(boots, dtype=np.float64).tolist(),
     )
 
-
-def mean_over_sets(results: list[DiversityResult], level: float = 0.95
-                   ) -> tuple[float, float, float]:
-    """(mean, ci_low, ci_high) of the average of several sets' mean MS-SSIM (e.g. one set per
-    prompt). The sets are independent, so averaging their bootstrap replicates index by index
-    is a bootstrap of the average (each set resampled within itself, as a stratified design)."""
-    if not results:
-        raise InputError("no diversity results to average")
-    if len(results) == 1:
-        r = results[0]
-        return r.mean, r.ci_low, r.ci_high
-    k = min(len(r.boots) for r in results)
-    mean = float(np.mean([r.mean for r in results]))
-    if k == 0:
-        return mean, mean, mean
-    boots = np.mean([np.asarray(r.boots[:k]) for r in results], axis=0)
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(boots, [alpha, 1 - alpha])
-    return mean, float(lo), float(hi)

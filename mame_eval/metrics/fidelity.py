@@ -77,6 +77,14 @@ def training_combinations(prompts: Iterable[str]) -> set[tuple[str, str]]:
     return combos
 
 
+def was_trained(vendor: str, attribute: str, training: set[tuple[str, str]]) -> bool:
+    """Whether training prompts taught ``attribute`` for ``vendor``. A prompt that names no
+    vendor (``""``) asks for the attribute as such: trained if any vendor had it."""
+    if (vendor, attribute) in training:
+        return True
+    return vendor == "" and any(a == attribute for _, a in training)
+
+
 @dataclass
 class FidelityRow:
     attribute: str
@@ -105,7 +113,7 @@ def adherence_table(records: pd.DataFrame, training: set[tuple[str, str]] | None
             continue
         vendor = (asked["requested_vendor"].fillna("") if "requested_vendor" in asked
                   else pd.Series("", index=asked.index))
-        extrap = (vendor.map(lambda v, n=name: (v, n) not in training)
+        extrap = (vendor.map(lambda v, n=name: not was_trained(v, n, training))
                   if training is not None and name != "vendor"
                   else pd.Series(False, index=asked.index))
         for label, part in ((name, asked[~extrap]), (f"{name}|extrapolated", asked[extrap])):

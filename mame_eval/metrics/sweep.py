@@ -4,7 +4,8 @@ For each guidance scale of the sweep definition, images of every prompt are gene
 resumable run (``OUT/images/g<scale>/p<k>/``) and measured:
 
 * **diversity** — mean MS-SSIM among the images of one prompt (:mod:`.diversity`), per prompt
-  (``diversity.csv``) and averaged over prompts with a stratified bootstrap CI (``sweep.csv``);
+  (``diversity.csv``) and averaged over prompts (``sweep.csv``) with a bootstrap CI that
+  resamples the noise seeds, which the prompts share, jointly;
   optionally the same statistic among real images of the same attributes (``real_baseline``);
 * **FID / KID** — all images of a scale against a real reference folder (:mod:`.distribution`),
   features cached by content hash in ``OUT/cache`` so the reference is extracted once;
@@ -19,6 +20,7 @@ generates only missing images and recomputes the tables.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -244,7 +246,9 @@ def run_sweep(config: SweepConfig, progress: Callable[[int, int], None] | None =
     out = Path(config.out)
     scales = config.scales()
     count = config.n if config.protocol == "all-pairs" else 2 * config.n
-    device = config.device or "cpu"
+    from mame_eval.models.loading import default_device
+
+    device = config.device or default_device()
     # Check every input before the first image is generated.
     extractor = real_files = None
     if config.fid is not None:
@@ -260,26 +264,30 @@ def run_sweep(config: SweepConfig, progress: Callable[[int, int], None] | None =
     if config.real_baseline is not None and not Path(config.real_baseline).is_dir():
         raise InputError(f"real_baseline {config.real_baseline}: not a folder")
 
-    identity = (_model_identity(config) if pipe is None else
-                (pipe.mame_source.revision, getattr(pipe, "mame_scheduler", config.scheduler)))
+    expected = _expected_fields(config, pipe)
     units = len(scales) * len(config.prompts)
     done = 0
     runs: dict[tuple[float, int], list[Path]] = {}
     for scale in scales:
         for k, prompt in enumerate(config.prompts):
             folder = out / "images" / f"g{scale:g}" / f"p{k}"
-            finished = _finished(folder, count, prompt, scale, config, identity)
+            finished = _finished(folder, count, prompt, scale, config, expected)
             if finished is None:
                 if pipe is None:  # loaded once, and only when some image is missing
                     from mame_eval.models import load_pipeline
 
                     pipe = load_pipeline(config.model, task="txt2img", device=config.device,
                                          dtype=config.dtype, scheduler=config.scheduler)
-                finished = generate(
-                    None, prompt, folder, n=count, guidance_scale=scale, steps=config.steps,
-                    seed=config.seed, negative_prompt=config.negative_prompt,
-                    batch_size=config.batch_size, height=config.height, width=config.width,
-                    pipe=pipe).files[:count]
+                try:
+                    finished = generate(
+                        None, prompt, folder, n=count, guidance_scale=scale,
+                        steps=config.steps, seed=config.seed,
+                        negative_prompt=config.negative_prompt, batch_size=config.batch_size,
+                        height=config.height, width=config.width, pipe=pipe).files[:count]
+                except InputError as exc:  # a run of other settings: say it in sweep terms
+                    raise InputError(str(exc).replace(
+                        "use a new --out folder", f"give sweep {config.name!r} a new out "
+                        "folder")) from None
             runs[(scale, k)] = finished
             done += 1
             if progress:
@@ -302,7 +310,7 @@ def run_sweep(config: SweepConfig, progress: Callable[[int, int], None] | None =
                     div_rows.append({"guidance": scale, "prompt": prompt, "source": "synthetic",
                                      **res.row()})
             notes += [str(w.message) for w in caught]
-            mean, lo, hi = mean_over_sets(results)
+            mean, lo, hi = mean_over_sets(results, seed=config.seed)
             row.update(ms_ssim=mean, ms_ssim_ci_low=lo, ms_ssim_ci_high=hi)
         if config.fid is not None:
             from mame_eval.metrics.distribution import fid, fid_bootstrap_ci, kid
@@ -383,16 +391,32 @@ def run_sweep(config: SweepConfig, progress: Callable[[int, int], None] | None =
                        notes=notes)
 
 
-def _model_identity(config: SweepConfig) -> tuple[str, str]:
-    """(revision, scheduler) that manifests of this sweep's model record, without loading it."""
-    from mame_eval.models import default_model, model_revision, resolve_model
+def _expected_fields(config: SweepConfig, pipe=None) -> dict:
+    """What the manifest rows of this sweep's images must record — model revision,
+    scheduler, size, dtype, laterality — known without loading the model (read from its
+    config files) so that a finished sweep can be re-measured without it."""
+    from mame_eval.generation.generate import default_size, source_fields
+    from mame_eval.models import default_model, model_revision, resolve_dtype, resolve_model
+    from mame_eval.models.loading import default_device
 
-    folder = resolve_model(config.model if config.model is not None else default_model())
-    return model_revision(folder), config.scheduler
+    if pipe is not None:
+        fields = source_fields(pipe)
+        side_h, side_w = default_size(pipe)
+        revision, scheduler, dtype = fields["revision"], fields["scheduler"], fields["dtype"]
+    else:
+        folder = resolve_model(config.model if config.model is not None else default_model())
+        unet = json.loads((folder / "unet" / "config.json").read_text())
+        vae = json.loads((folder / "vae" / "config.json").read_text())
+        side_h = side_w = int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+        revision, scheduler = model_revision(folder), config.scheduler
+        device = config.device or default_device()
+        dtype = str(resolve_dtype(config.dtype, device)).removeprefix("torch.")
+    return {"revision": revision, "scheduler": scheduler, "dtype": dtype, "laterality": "L",
+            "height": config.height or side_h, "width": config.width or side_w}
 
 
 def _finished(folder: Path, count: int, prompt: str, scale: float, config: SweepConfig,
-              identity: tuple[str, str]) -> list[Path] | None:
+              expected: dict) -> list[Path] | None:
     """The files of a run that already holds ``count`` images made with these settings (a
     finished sweep reruns without loading the model); ``None`` when anything is to be done."""
     from mame_eval.generation import read_manifest
@@ -400,12 +424,8 @@ def _finished(folder: Path, count: int, prompt: str, scale: float, config: Sweep
     rows = read_manifest(folder)
     if any(i not in rows for i in range(count)):
         return None
-    revision, scheduler = identity
-    same = all(rows[i].get("prompt") == prompt and rows[i].get("guidance_scale") == scale
-               and rows[i].get("revision") == revision and rows[i].get("scheduler") == scheduler
-               and rows[i].get("steps") == config.steps
-               and rows[i].get("seed_base") == config.seed
-               and rows[i].get("negative_prompt") == config.negative_prompt
-               for i in range(count))
+    wanted = {**expected, "prompt": prompt, "guidance_scale": scale, "steps": config.steps,
+              "seed_base": config.seed, "negative_prompt": config.negative_prompt}
+    same = all(rows[i].get(key) == value for i in range(count) for key, value in wanted.items())
     # Different settings: let generate() report the clash with its own clear error.
     return [folder / rows[i]["file"] for i in range(count)] if same else None
