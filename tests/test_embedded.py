@@ -5,6 +5,7 @@ import shutil
 import pytest
 import torch
 
+from mame_eval.errors import ModelError
 from mame_eval.models import catalog
 from mame_eval.models.loading import ASSETS, PUBLISHED_MODELS
 
@@ -35,7 +36,8 @@ def test_cli_models_lists_without_a_subcommand():
     assert result.output == CliRunner().invoke(app, ["models", "list"]).output
 
 
-def test_install_writes_fp16_pipelines_that_load_in_fp32(tiny_txt2img, tiny_inpaint, tmp_path):
+def test_install_writes_fp16_pipelines_that_load_in_fp32(tiny_txt2img, tiny_inpaint, tmp_path,
+                                                         monkeypatch):
     from safetensors import safe_open
 
     from mame_eval.cad.model import MammoNet
@@ -64,7 +66,14 @@ def test_install_writes_fp16_pipelines_that_load_in_fp32(tiny_txt2img, tiny_inpa
     MammoNet.from_pretrained(tmp_path / "assets" / "mammonet-tiny")
     # reinstalling replaces the folders whole
     install(tiny_txt2img, tiny_inpaint, tmp_path / "cad", assets=tmp_path / "assets")
-    assert not list((tmp_path / "assets").glob(".*"))
+    assert not list((tmp_path / "assets").glob(".*")) and not list(tmp_path.glob(".*"))
+    # too large: refused before anything shipped is touched
+    before = {p: p.read_bytes() for p in (tmp_path / "assets").rglob("*") if p.is_file()}
+    monkeypatch.setattr("mame_eval.models.assets.MAX_ASSET_BYTES", 1000)
+    with pytest.raises(ModelError, match="more than the 0 MB allowed.*nothing in"):
+        install(tiny_txt2img, tiny_inpaint, tmp_path / "cad", assets=tmp_path / "assets")
+    assert {p: p.read_bytes() for p in (tmp_path / "assets").rglob("*") if p.is_file()} == before
+    assert not list(tmp_path.glob(".*"))
 
 
 def test_shipped_assets_stay_small():

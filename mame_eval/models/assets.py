@@ -19,8 +19,8 @@ from pathlib import Path
 from mame_eval.errors import ModelError
 from mame_eval.models.loading import ASSETS, quiet
 
-#: All shipped assets together may not exceed this (issue: "at most 15 MB").
-MAX_ASSET_BYTES = 15 * 2**20
+#: All shipped assets together may not exceed this (the issue: "at most 15 MB").
+MAX_ASSET_BYTES = 15_000_000
 _PROVENANCE = ("train_info.json", "metrics.json", "vae_info.json")
 
 
@@ -28,67 +28,67 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
 
 
-def _replace(target: Path, fill) -> None:
-    """Write a new ``target`` folder beside the old one, then swap it in (never half-written)."""
-    tmp = target.with_name(f".{target.name}.installing")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    fill(tmp)
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def install_pipeline(source: Path, name: str, task: str, assets: Path = ASSETS) -> Path:
-    """Save the pipeline in ``source`` as ``assets/name`` with float16 weights."""
+def _write_pipeline(source: Path, task: str, target: Path) -> None:
+    """Save the pipeline in ``source`` into ``target`` with float16 weights."""
     import torch
 
     from mame_eval.models.loading import load_pipeline
 
     pipe = load_pipeline(str(source), task=task, device="cpu", dtype="fp32")
     pipe.to(torch.float16)
-
-    def fill(tmp: Path) -> None:
-        with quiet():
-            pipe.save_pretrained(tmp, safe_serialization=True)
-        for extra in _PROVENANCE:
-            if (Path(source) / extra).is_file():
-                shutil.copy2(Path(source) / extra, tmp / extra)
-
-    target = assets / name
-    _replace(target, fill)
-    return target
+    with quiet():
+        pipe.save_pretrained(target, safe_serialization=True)
+    _copy_provenance(source, target)
 
 
-def install_mammonet(source: Path, name: str = "mammonet-tiny", assets: Path = ASSETS) -> Path:
-    """Copy a MammoNet folder (config, weights, metrics) into ``assets/name``."""
+def _write_mammonet(source: Path, target: Path) -> None:
+    """Copy a MammoNet folder (config, weights, metrics) into ``target``."""
     from mame_eval.cad.model import CONFIG_NAME, WEIGHTS_NAME, MammoNet
 
     MammoNet.from_pretrained(source)  # refuse anything that does not load
+    target.mkdir(parents=True, exist_ok=True)
+    for part in (CONFIG_NAME, WEIGHTS_NAME):
+        shutil.copy2(Path(source) / part, target / part)
+    _copy_provenance(source, target)
 
-    def fill(tmp: Path) -> None:
-        for part in (CONFIG_NAME, WEIGHTS_NAME, *_PROVENANCE):
-            if (Path(source) / part).is_file():
-                shutil.copy2(Path(source) / part, tmp / part)
 
-    target = assets / name
-    _replace(target, fill)
-    return target
+def _copy_provenance(source: Path, target: Path) -> None:
+    for extra in _PROVENANCE:
+        if (Path(source) / extra).is_file():
+            shutil.copy2(Path(source) / extra, target / extra)
 
 
 def install(txt2img: Path, inpaint: Path, cad: Path, assets: Path = ASSETS) -> dict[str, int]:
-    """Install all three; returns the bytes of each. Raises when the total is too large."""
-    installed = [install_pipeline(txt2img, "mame-tiny", "txt2img", assets),
-                 install_pipeline(inpaint, "mame-tiny-inpaint", "inpaint", assets),
-                 install_mammonet(cad, "mammonet-tiny", assets)]
-    sizes = {p.name: folder_bytes(p) for p in installed}
-    total = folder_bytes(assets)
-    if total > MAX_ASSET_BYTES:
-        raise ModelError(f"{assets}: {total / 2**20:.1f} MB of assets, more than the "
-                         f"{MAX_ASSET_BYTES / 2**20:.0f} MB allowed; use smaller models")
+    """Install the three models as ``assets/{mame-tiny, mame-tiny-inpaint, mammonet-tiny}``.
+
+    All three are written into a staging folder first and measured; only when every one was
+    written and together they fit :data:`MAX_ASSET_BYTES` do they replace the shipped ones,
+    so a failed or oversized build never leaves a half-installed set. Returns the bytes of
+    each model.
+    """
+    assets = Path(assets)
+    staging = assets.with_name(f".{assets.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        _write_pipeline(txt2img, "txt2img", staging / "mame-tiny")
+        _write_pipeline(inpaint, "inpaint", staging / "mame-tiny-inpaint")
+        _write_mammonet(cad, staging / "mammonet-tiny")
+        sizes = {p.name: folder_bytes(p) for p in sorted(staging.iterdir())}
+        total = sum(sizes.values())
+        if total > MAX_ASSET_BYTES:
+            raise ModelError(f"the embedded models take {total / 1e6:.1f} MB, more than the "
+                             f"{MAX_ASSET_BYTES / 1e6:.0f} MB allowed; use smaller models "
+                             f"(nothing in {assets} was changed)")
+        assets.mkdir(parents=True, exist_ok=True)
+        for name in sizes:
+            target, old = assets / name, assets / f".{name}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            if target.exists():
+                target.rename(old)
+            (staging / name).rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return sizes
 
 
@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> None:  # pragma: no cover - a maintai
     args = parser.parse_args(argv)
     sizes = install(args.txt2img, args.inpaint, args.cad)
     for name, size in sizes.items():
-        print(f"{name}: {size / 2**20:.2f} MB")
-    print(f"total in {ASSETS}: {folder_bytes(ASSETS) / 2**20:.2f} MB")
+        print(f"{name}: {size / 1e6:.2f} MB")
+    print(f"total: {sum(sizes.values()) / 1e6:.2f} MB in {ASSETS}")
 
 
 if __name__ == "__main__":  # pragma: no cover
