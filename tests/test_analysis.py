@@ -290,7 +290,11 @@ def test_mrmc_constant_scores_defined_without_nan():
         assert (e.auc, e.se, e.ci) == (0.5, 0.0, (0.5, 0.5))
     assert res.random.test is None and res.fixed_readers.test is None
     assert res.fixed_cases.test is None
-    assert len(res.notes) == 3
+    # three undefined tests, and for each modality why its interval is a point
+    assert len(res.notes) == 5
+    assert sum("test undefined" in n for n in res.notes) == 3
+    assert all(any(f"modality {m}:" in n and "zero standard error" in n for n in res.notes)
+               for m in res.modalities)
 
 
 def test_mrmc_identical_readers_give_infinite_ddf_not_nan():

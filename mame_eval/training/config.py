@@ -74,7 +74,7 @@ class TrainConfig(BaseModel):
     cache_latents: bool = Field(
         default=False, description="Encode every image once with the frozen VAE before "
         "training and sample from the cached latent distributions (faster when the VAE is a "
-        "large share of a step; needs random_flip = false).")
+        "large share of a step). random_flip is a fixed coin per image: cached as well.")
 
     # optimisation
     train_batch_size: int = Field(default=1, ge=1)
@@ -122,9 +122,6 @@ class TrainConfig(BaseModel):
     def _check(self) -> TrainConfig:
         if self.resolution % 8:
             raise ValueError(f"resolution {self.resolution} must be a multiple of 8")
-        if self.cache_latents and self.random_flip:
-            raise ValueError("cache_latents = true needs random_flip = false (a cached latent "
-                             "cannot be flipped)")
         return self
 
 

@@ -61,13 +61,17 @@ class VaeTrainConfig(BaseModel):
     learning_rate: float = Field(default=1e-3, gt=0)
     lr_scheduler: Literal["constant", "cosine", "linear"] = "cosine"
     lr_warmup_steps: int = Field(default=0, ge=0)
-    kl_weight: float = Field(default=1e-6, ge=0, description="Weight of the KL term (SD's VAE "
-                             "used 1e-6: latents stay close to deterministic).")
+    kl_weight: float = Field(default=1e-6, ge=0, description="Weight of the KL term; both "
+                             "terms are per-element means here (SD's VAE used 1e-6 on sums, "
+                             "which this scale reads as ~1e-5 to 1e-4): a small weight keeps "
+                             "the latents close to deterministic.")
     max_grad_norm: float = Field(default=1.0, gt=0)
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     seed: int = 0
     checkpointing_steps: int = Field(default=500, ge=1)
-    resume_from_checkpoint: Literal["latest"] | None = "latest"
+    resume_from_checkpoint: Literal["latest", "none"] | None = Field(
+        default="latest", description="'latest' resumes from the newest checkpoint-N; 'none' "
+        "starts over.")
 
     @model_validator(mode="after")
     def _check(self) -> VaeTrainConfig:
@@ -140,11 +144,14 @@ def _load_all(files: list[Path], resolution: int):
 
     out = np.empty((len(files), resolution, resolution), dtype=np.uint8)
     for i, f in enumerate(files):
-        with Image.open(f) as im:
-            im = im.convert("L")
-            if im.size != (resolution, resolution):
-                im = im.resize((resolution, resolution), Image.BILINEAR)
-            out[i] = np.asarray(im)
+        try:
+            with Image.open(f) as im:
+                im = im.convert("L")
+                if im.size != (resolution, resolution):
+                    im = im.resize((resolution, resolution), Image.BILINEAR)
+                out[i] = np.asarray(im)
+        except OSError as exc:
+            raise DataError(f"{f}: not a readable image ({exc}); prepare the data again") from None
     gray = torch.from_numpy(out).float() / 127.5 - 1.0
     return gray[:, None].expand(-1, 3, -1, -1).contiguous()
 
@@ -212,7 +219,8 @@ def train_vae(config: VaeTrainConfig, progress: Callable[[int, int], None] | Non
     vae = build_vae(config, config.seed)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.learning_rate, weight_decay=0.0)
     schedule = get_scheduler(config.lr_scheduler, optimizer,
-                             num_warmup_steps=config.lr_warmup_steps,
+                             num_warmup_steps=min(config.lr_warmup_steps,
+                                                  config.max_train_steps),
                              num_training_steps=config.max_train_steps)
     vae, optimizer, schedule = accelerator.prepare(vae, optimizer, schedule)
     accelerator.register_for_checkpointing(schedule)
@@ -220,7 +228,13 @@ def train_vae(config: VaeTrainConfig, progress: Callable[[int, int], None] | Non
     step, resumed = 0, None
     found = list_checkpoints(out) if config.resume_from_checkpoint == "latest" else []
     if found:
-        accelerator.load_state(str(found[-1]))
+        try:
+            accelerator.load_state(str(found[-1]))
+        except (RuntimeError, KeyError, ValueError, OSError) as exc:
+            raise ConfigError(
+                f"{found[-1]}: cannot resume from this checkpoint ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:160]}); were the architecture keys changed? Use a "
+                "new output_dir, or resume_from_checkpoint = \"none\" to start over") from None
         step, resumed = int(found[-1].name.split("-")[-1]), str(found[-1])
     log_csv = out / "logs" / "vae_log.csv"
     if accelerator.is_main_process:
