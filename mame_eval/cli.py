@@ -323,8 +323,9 @@ def generate(
     """Generate mammograms from a prompt into a resumable run folder.
 
     Image i uses seed SEED+i; a rerun skips images already in the manifest. Under
-    `accelerate launch --num_processes K -m mame_eval generate ...` the images are split
-    across the K processes and one manifest is written.
+    `accelerate launch --multi_gpu --num_processes K -m mame_eval generate ...` the images
+    are split across the K processes and one manifest is written (on a machine without GPUs
+    the K processes run on the CPU over gloo; without --multi_gpu accelerate starts only one).
     """
     from mame_eval.generation import generate as run_generate
 
