@@ -7,7 +7,12 @@ import torch
 
 from mame_eval.errors import ModelError
 from mame_eval.models import catalog
-from mame_eval.models.loading import ASSETS, PUBLISHED_MODELS
+from mame_eval.models.loading import (
+    ASSETS,
+    EMBEDDED_MAMMONET,
+    EMBEDDED_MODELS,
+    PUBLISHED_MODELS,
+)
 
 pytest_plugins = ["conftest_models"]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -82,3 +87,47 @@ def test_shipped_assets_stay_small():
     if not ASSETS.is_dir():
         pytest.skip("no assets in this checkout")
     assert folder_bytes(ASSETS) <= MAX_ASSET_BYTES
+
+
+# --------------------------------------------------------------------------- the shipped models
+
+shipped = pytest.mark.skipif(
+    not all((p / "model_index.json").is_file() for p in EMBEDDED_MODELS.values())
+    or not (EMBEDDED_MAMMONET / "config.json").is_file(),
+    reason="the embedded models are not shipped in this checkout")
+
+
+@pytest.fixture(scope="module")
+def fresh_phantoms(tmp_path_factory):
+    """Phantoms of a seed no shipped model was trained on, prepared at 128 px."""
+    from mame_eval.data.phantoms import write_phantom_dataset
+    from mame_eval.data.prepare import PrepareSettings, prepare_dataset
+
+    root = tmp_path_factory.mktemp("fresh")
+    write_phantom_dataset(root / "raw", n=160, seed=5, size=(320, 256), lesion_fraction=0.5)
+    prepare_dataset(root / "raw", root / "prepared", PrepareSettings(size=128))
+    return root
+
+
+@pytest.mark.slow
+@shipped
+def test_shipped_mammonet_finds_lesions_and_attributes_on_unseen_phantoms(fresh_phantoms):
+    from sklearn.metrics import roc_auc_score
+
+    from mame_eval.cad.data import load_images, load_samples
+    from mame_eval.cad.model import MammoNet
+    from mame_eval.cad.train import evaluate
+
+    model = MammoNet.from_pretrained(EMBEDDED_MAMMONET)
+    samples, _ = load_samples(fresh_phantoms / "prepared",
+                              fresh_phantoms / "raw" / "phantom_truth.csv")
+    x = load_images([s.path for s in samples], model.image_size)
+    result = evaluate(model, x, samples)
+    with torch.no_grad():
+        prob = torch.sigmoid(model(x)["lesion"]).numpy()
+    truth = [int(s.lesion) for s in samples]
+    assert result["lesion"]["auroc"] == pytest.approx(roc_auc_score(truth, prob))
+    assert result["lesion"]["auroc"] >= 0.9  # the issue's target for MammoNet on phantoms
+    accuracy = {k: v["accuracy"] for k, v in result["attributes"].items()}
+    assert accuracy["view"] >= 0.95 and accuracy["vendor"] >= 0.95
+    assert accuracy["density"] >= 0.75 and accuracy["area"] >= 0.8

@@ -137,3 +137,31 @@ def test_a_checkpoint_of_another_architecture_is_one_clear_error(trained_vae, pr
     with pytest.raises(ConfigError, match="cannot resume from this checkpoint.*architecture"):
         train_vae(vae_config(prepared, tmp_path / "v", block_out_channels=[8, 8],
                              max_train_steps=6))
+
+
+def test_a_zero_terminal_snr_model_trains_and_samples_with_v_prediction(trained_vae, prepared,
+                                                                         tmp_path):
+    from mame_eval.models import load_pipeline
+
+    _, vae_dir = trained_vae
+    cfg = tmp_path / "z.toml"
+    cfg.write_text(f'pretrained_model = "tiny"\nvae = "{vae_dir}"\ndata_dir = "{prepared}"\n'
+                   f'output_dir = "{tmp_path / "z"}"\nresolution = 32\nmax_train_steps = 2\n'
+                   'train_batch_size = 4\nreport_to = "none"\n'
+                   "tiny = { zero_terminal_snr = true }\n")
+    result = train_healthy(load_config(cfg))
+    assert all(math.isfinite(x) for x in result.losses)
+    pipe = load_pipeline(tmp_path / "z", device="cpu")
+    config = pipe.scheduler.config
+    assert type(pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    assert config.prediction_type == "v_prediction" and config.rescale_betas_zero_snr
+    assert config.timestep_spacing == "trailing"
+    import json
+
+    saved = json.loads((tmp_path / "z" / "scheduler" / "scheduler_config.json").read_text())
+    assert saved["clip_sample"] is False  # latents are not images in [-1, 1] (as SD's config)
+    pipe.scheduler.set_timesteps(4)
+    assert int(pipe.scheduler.timesteps[0]) == 999  # sampling starts from pure noise
+    image = pipe("a hologic mammogram in CC view with small area", num_inference_steps=4,
+                 generator=torch.Generator().manual_seed(0), output_type="np").images[0]
+    assert np.isfinite(image).all()

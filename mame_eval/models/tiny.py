@@ -39,6 +39,13 @@ class TinySpec:
     text_hidden: int = 32
     text_layers: int = 1
     attention_head_dim: int = 8
+    #: The schedule fix of Lin et al. (2023, "Common diffusion noise schedules and sample steps
+    #: are flawed"): SD's betas rescaled to zero terminal SNR, v-prediction, trailing
+    #: timesteps. SD's own schedule leaves a trace of the image in its noisiest step, so a
+    #: model trained from scratch on it takes the brightness of flat regions (a mammogram's
+    #: black air) from the random mean of the starting noise; with zero terminal SNR the last
+    #: step is pure noise in training as at sampling time.
+    zero_terminal_snr: bool = False
 
     def __post_init__(self) -> None:
         factor = 2 ** (len(self.vae_channels) - 1)
@@ -111,7 +118,15 @@ def tiny_components(task: str = "txt2img", seed: int = 0, spec: TinySpec | None 
         ))
     # SD v1.5 ships PNDM; load_pipeline swaps in DPM-Solver++ and training uses DDPM, both
     # built from this same config.
-    scheduler = PNDMScheduler(**SD15_SCHEDULER)
+    if spec.zero_terminal_snr:
+        from diffusers import DDIMScheduler
+
+        scheduler = DDIMScheduler(**{k: v for k, v in SD15_SCHEDULER.items()
+                                     if k != "skip_prk_steps"},
+                                  prediction_type="v_prediction", timestep_spacing="trailing",
+                                  rescale_betas_zero_snr=True, clip_sample=False)  # latents
+    else:
+        scheduler = PNDMScheduler(**SD15_SCHEDULER)
     return {"vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "unet": unet,
             "scheduler": scheduler}
 

@@ -39,6 +39,9 @@ class TinyOptions(BaseModel):
     text_hidden: int = Field(default=32, ge=8)
     text_layers: int = Field(default=1, ge=1)
     attention_head_dim: int = Field(default=8, ge=1)
+    zero_terminal_snr: bool = Field(
+        default=False, description="Zero-terminal-SNR schedule with v-prediction (Lin et al. "
+        "2023) instead of SD's: see mame_eval.models.tiny.TinySpec.")
 
 
 class TrainConfig(BaseModel):

@@ -77,7 +77,8 @@ def load_components(config: TrainConfig, task: str) -> dict:
         spec = TinySpec(resolution=config.resolution, unet_channels=tuple(t.unet_channels),
                         vae_channels=vae_channels, layers_per_block=t.layers_per_block,
                         text_hidden=t.text_hidden, text_layers=t.text_layers,
-                        attention_head_dim=t.attention_head_dim)
+                        attention_head_dim=t.attention_head_dim,
+                        zero_terminal_snr=t.zero_terminal_snr)
         parts = tiny_components("inpaint" if task == "inpaint" else "txt2img", t.seed, spec)
         base_scheduler = parts.pop("scheduler")
     else:
