@@ -3,7 +3,8 @@ each synthesized image after inpainting vs the same healthy image before (issue 
 default": higher for >= 80 % of 50 cases).
 
     .venv/bin/python benchmarks/inpaint_lesion_score.py [--n 50] [--out runs/bench-inpaint]
-        [--model M] [--inpaint-model M] [--cad DIR] [--guidance 4] [--steps 24]
+        [--model M] [--inpaint-model M] [--cad DIR] [--guidance 4] [--inpaint-guidance G]
+        [--steps 24]
 
 Healthy images of four prompts (both vendors, both views) are generated, a lesion is inpainted
 in a random box inside each breast (``mame-eval synthesize``), and the lesion probability of
@@ -38,7 +39,9 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="text-to-image model (default embedded)")
     parser.add_argument("--inpaint-model", default=None, help="inpainting model (embedded)")
     parser.add_argument("--cad", type=Path, default=EMBEDDED_MAMMONET)
-    parser.add_argument("--guidance", type=float, default=4.0)
+    parser.add_argument("--guidance", type=float, default=4.0, help="of the healthy images")
+    parser.add_argument("--inpaint-guidance", type=float, default=None,
+                        help="of the lesions (default: --guidance)")
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -48,7 +51,8 @@ def main() -> None:
     pairs = []
     for k, (prompt, n) in enumerate(zip(PROMPTS, per_prompt, strict=True)):
         run = synthesize(args.model, args.inpaint_model, prompt, args.out / f"p{k}", n=n,
-                         guidance_scale=args.guidance, steps=args.steps,
+                         guidance_scale=args.guidance,
+                         inpaint_guidance_scale=args.inpaint_guidance, steps=args.steps,
                          seed=args.seed + 1000 * k, batch_size=8)
         pairs += [(run.out / row["healthy_file"], run.out / row["file"])
                   for row in run.rows[:n]]  # a rerun with a smaller --n counts only n

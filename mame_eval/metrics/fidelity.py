@@ -8,10 +8,10 @@ For each image, the *requested* attributes are parsed from its prompt
 * ``view``, ``density``, ``vendor`` — the argmax of a MammoNet attribute head.
 
 Adherence per attribute is the share of images whose measured value equals the requested one,
-with an exact (Clopper–Pearson) 95 % interval. **Concept extrapolation**: an attribute asked of
-a vendor whose training prompts never named that attribute (the paper's fusion model was
-taught area only on Hologic images and density only on Siemens) is reported separately, as
-``<attribute>|extrapolated``.
+with an exact (Clopper–Pearson) 95 % interval. **Concept extrapolation**: a prompt that asks a
+vendor for an attribute its training prompts never named (the paper's fusion model was taught
+area only on Hologic images and density only on Siemens) is a combination never seen; all its
+attributes are reported separately, as ``<attribute>|extrapolated``.
 """
 
 from __future__ import annotations
@@ -95,15 +95,36 @@ class FidelityRow:
     ci_high: float
 
 
+def novel_combination(records: pd.DataFrame, training: set[tuple[str, str]] | None
+                      ) -> pd.Series:
+    """Per record: does its prompt combine a vendor with an attribute the training prompts
+    never paired with it (the paper's fusion model: siemens + area)?"""
+    if training is None or records.empty:
+        return pd.Series(False, index=records.index, dtype=bool)
+    vendor = (records["requested_vendor"].fillna("") if "requested_vendor" in records
+              else pd.Series("", index=records.index))
+    novel = pd.Series(False, index=records.index, dtype=bool)
+    for name in ("view", "density", "area"):
+        column = f"requested_{name}"
+        if column in records:
+            untrained = vendor.map(lambda v, n=name: not was_trained(v, n, training))
+            novel |= records[column].notna() & untrained
+    return novel
+
+
 def adherence_table(records: pd.DataFrame, training: set[tuple[str, str]] | None = None,
                     level: float = 0.95) -> pd.DataFrame:
     """Adherence per attribute from a table with ``requested_<a>`` and ``measured_<a>`` columns.
 
-    Rows whose requested vendor never had that attribute in ``training`` are pooled under
-    ``<attribute>|extrapolated``. Returns columns attribute, n, correct, accuracy, ci_low,
-    ci_high (accuracy and CI are NaN-free: attributes never requested are left out).
+    **Concept extrapolation**: every attribute of a record whose prompt is a combination never
+    seen in ``training`` (:func:`novel_combination`) is pooled under
+    ``<attribute>|extrapolated`` — the area asked of a siemens image, and also that image's
+    view and vendor, since the model was never shown that combination. Returns columns
+    attribute, n, correct, accuracy, ci_low, ci_high (accuracy and CI are NaN-free: attributes
+    never requested are left out).
     """
     rows = []
+    novel = novel_combination(records, training)
     for name in ATTRIBUTES:
         req, meas = f"requested_{name}", f"measured_{name}"
         if req not in records or meas not in records:
@@ -111,11 +132,7 @@ def adherence_table(records: pd.DataFrame, training: set[tuple[str, str]] | None
         asked = records[records[req].notna() & records[meas].notna()]
         if asked.empty:
             continue
-        vendor = (asked["requested_vendor"].fillna("") if "requested_vendor" in asked
-                  else pd.Series("", index=asked.index))
-        extrap = (vendor.map(lambda v, n=name: not was_trained(v, n, training))
-                  if training is not None and name != "vendor"
-                  else pd.Series(False, index=asked.index))
+        extrap = novel.loc[asked.index]
         for label, part in ((name, asked[~extrap]), (f"{name}|extrapolated", asked[extrap])):
             if part.empty:
                 continue
