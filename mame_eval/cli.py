@@ -508,8 +508,28 @@ def sweep(
         report = run_sweep(config, progress=update)
     for note in report.notes:
         typer.echo(f"note: {note}", err=True)
-    typer.echo(report.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    typer.echo(_sweep_table(report.table))
     typer.echo(f"written: {', '.join(str(f) for f in report.files)}")
+
+
+def _sweep_table(table) -> str:
+    """sweep.csv for the terminal: each estimate with its CI in one column."""
+    import pandas as pd
+
+    shown = pd.DataFrame({"guidance": table["guidance"], "n": table["n_images"]})
+    for key in table.columns:
+        base = key.removesuffix("_adherence")  # adherence CIs are <attribute>_ci_low
+        if f"{base}_ci_low" not in table.columns or key.endswith(("_ci_low", "_ci_high")):
+            continue
+        shown[base.replace("_extrapolated", "|extrap")] = [
+            f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in
+            zip(table[key], table[f"{base}_ci_low"], table[f"{base}_ci_high"], strict=True)]
+    if "kid" in table:
+        shown["kid"] = [f"{v:.4f} ± {s:.4f}" for v, s in zip(table["kid"], table["kid_std"],
+                                                              strict=True)]
+    if "mean_adherence" in table:
+        shown["mean adherence"] = table["mean_adherence"].map(lambda v: f"{v:.3f}")
+    return shown.to_string(index=False)
 
 
 def _mount_subcommands() -> None:
