@@ -6,8 +6,8 @@ The original notebook computed one pair at a time with torchmetrics' MS-SSIM; we
 N(N-1)/2 pairs through pytorch-msssim, 16 pairs per call on a GPU and one at a time on a CPU
 (where large batches fall out of cache: see ``default_pair_batch``). Prints the timings of
 both per-pair loops (torchmetrics, and pytorch-msssim at our exact settings) and of ours, the
-ratios, and the largest value differences: round-off against the pytorch-msssim loop; ~1e-3 against torchmetrics, which
-pads differently at the coarse scales.
+ratios, and the largest value differences: round-off against the pytorch-msssim loop; ~1e-3
+against torchmetrics, which pads differently at the coarse scales.
 """
 
 from __future__ import annotations
