@@ -118,9 +118,15 @@ def test_group_folders_resolve_masks(world):
         parse_groups(["nodir"])
 
 
-def test_errors_are_one_line(world):
+def test_errors_are_one_line(world, monkeypatch, tmp_path):
+    import mame_eval.xai.explain as explain_module
+
+    # Without --cad the shipped MammoNet-tiny is used; when it is missing, one clear line.
+    assert explain_module.default_cad() == explain_module.EMBEDDED_MAMMONET
+    monkeypatch.setattr(explain_module, "DEFAULT_CAD", tmp_path / "not-shipped")
     with pytest.raises(ModelError, match="--cad"):
         explain(world / "prep" / "lesion", out=world / "x")
+    monkeypatch.undo()
     with pytest.raises(InputError, match="nothing to explain"):
         explain(cad=world / "cad", out=world / "x")
     with pytest.raises(InputError, match="methods"):
