@@ -7,6 +7,7 @@ status 1; usage errors exit with 2 (click's convention).
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import typer
@@ -452,7 +453,8 @@ def diversity(
                                progress=update)
     for note in report.notes:
         typer.echo(f"note: {note}", err=True)
-    typer.echo(report.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    typer.echo(report.table.fillna({"guidance": ""}).to_string(index=False,
+                                      float_format=lambda v: f"{v:.4f}"))
     typer.echo(f"written: {', '.join(str(f) for f in report.files)}")
 
 
@@ -545,8 +547,14 @@ def _mount_subcommands() -> None:
 _mount_subcommands()
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
 def main() -> None:
     """Console entry point: library errors become one line and a non-zero exit."""
+    # Warnings are for the user, not a traceback: one line without the source line.
+    warnings.formatwarning = _one_line_warning
     try:
         app()
     except MameError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 
 class LazyBar:
@@ -11,12 +12,14 @@ class LazyBar:
 
     def __init__(self, desc: str, unit: str) -> None:
         self.desc, self.unit, self.bar = desc, unit, None
+        self.started = time.time()  # the work starts now, not at the first report
 
     def update(self, done: int, total: int) -> None:
         if self.bar is None:
             from tqdm import tqdm
 
             self.bar = tqdm(desc=self.desc, unit=self.unit, file=sys.stderr, dynamic_ncols=True)
+            self.bar.start_t = self.started  # elapsed time and rate count the first item too
         if self.bar.total != total:
             self.bar.total = total
         self.bar.n = done

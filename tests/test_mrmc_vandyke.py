@@ -4,6 +4,8 @@ to the printed precision, and check the validation of long-format ratings tables
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +37,32 @@ def vandyke() -> pd.DataFrame:
     return pd.read_csv(DATA)
 
 
+def cli_report(path: Path, *args: str) -> dict:
+    """What `mame-eval mrmc --json` prints, as a user runs it."""
+    res = subprocess.run([sys.executable, "-m", "mame_eval", "mrmc", str(path), "--score",
+                          "rating", "--json", *args], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+# Every published number is checked twice: from the library and from `mame-eval mrmc --json`.
+@pytest.fixture(scope="module", params=["library", "cli"])
+def source(request) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def jk(vandyke) -> dict:
+def jk(vandyke, source) -> dict:
+    if source == "cli":
+        return cli_report(DATA, "--modality", "treatment")
     return mrmc_report(vandyke, **COLS)
 
 
 @pytest.fixture(scope="module")
-def dl(vandyke) -> dict:
+def dl(vandyke, source) -> dict:
+    if source == "cli":
+        return cli_report(DATA, "--modality", "treatment", "--covariance", "delong")
     return mrmc_report(vandyke, **COLS, covariance="delong")
 
 
@@ -132,10 +153,14 @@ def test_fixed_cases(jk):
     printed(jk["fixed_cases"]["p"], "0.04196")
 
 
-def test_reader1_treatment1_alone(vandyke):
+def test_reader1_treatment1_alone(vandyke, source, tmp_path):
     sub = vandyke[(vandyke.reader == 1) & (vandyke.treatment == 1)]
     printed(jackknife_se(sub.truth.to_numpy(), sub.rating.to_numpy()), "0.0301255")
-    rep = mrmc_report(sub.drop(columns="treatment"), score="rating")
+    if source == "cli":
+        sub.drop(columns="treatment").to_csv(tmp_path / "reader1.csv", index=False)
+        rep = cli_report(tmp_path / "reader1.csv")
+    else:
+        rep = mrmc_report(sub.drop(columns="treatment"), score="rating")
     (m,) = rep["modalities"].values()
     assert list(rep["modalities"]) == ["all"]
     printed(m["auc"], "0.9196457")

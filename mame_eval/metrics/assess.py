@@ -7,6 +7,7 @@ Each writes a table (CSV), a figure (PNG + PDF) where there is one, and ``proven
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,14 +65,22 @@ def plot_diversity(table: pd.DataFrame, stem: Path, title: str) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(5, 3.4))
     rows = table.dropna(subset=["guidance"]).sort_values("guidance")
-    ax.plot(rows["guidance"], rows["mean"], "o-", color="C0", label="mean MS-SSIM")
-    ax.fill_between(rows["guidance"], rows["ci_low"], rows["ci_high"], color="C0", alpha=0.25,
-                    label="95 % bootstrap CI")
-    ax.set_xlabel("guidance scale")
+    if len(rows):
+        ax.plot(rows["guidance"], rows["mean"], "o-", color="C0", label="mean MS-SSIM")
+        ax.fill_between(rows["guidance"], rows["ci_low"], rows["ci_high"], color="C0",
+                        alpha=0.25, label="95 % bootstrap CI")
+        ax.set_xlabel("guidance scale")
+    else:  # a folder of images: one estimate, drawn as a point with its CI
+        row = table.iloc[0]
+        ax.errorbar([0], [row["mean"]], yerr=[[row["mean"] - row["ci_low"]],
+                                             [row["ci_high"] - row["mean"]]],
+                    fmt="o", color="C0", capsize=4, label="mean MS-SSIM, 95 % bootstrap CI")
+        ax.set_xticks([0], [f"{int(row['n_images'])} images"])
+        ax.set_xlim(-1, 1)
     ax.set_ylabel("MS-SSIM (lower = more diverse)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="best")
     paths = _save_figure(fig, stem)
     plt.close(fig)
     return paths
@@ -161,7 +170,7 @@ def diversity_run(out: Path, *, model: str | None = None, images: Path | None = 
         pictures = [load_rgb(f) for f in files]
         if protocol == "paper" and len(pictures) % 2:
             pictures = pictures[:-1]
-        res = diversity(pictures, protocol=protocol, seed=seed)
+        res = _measure(pictures, protocol, seed, notes)
         rows.append({"guidance": None, **res.row()})
         results.append(res)
         inputs["images"] = str(images)
@@ -179,7 +188,7 @@ def diversity_run(out: Path, *, model: str | None = None, images: Path | None = 
                            guidance_scale=scale, steps=steps, seed=seed,
                            negative_prompt=negative_prompt, batch_size=batch_size, pipe=pipe)
             pictures = [load_rgb(f) for f in run.files]
-            res = diversity(pictures, protocol=protocol, seed=seed)
+            res = _measure(pictures, protocol, seed, notes)
             rows.append({"guidance": scale, **res.row()})
             results.append(res)
             if progress:
@@ -191,11 +200,9 @@ def diversity_run(out: Path, *, model: str | None = None, images: Path | None = 
     csv = out / "diversity.csv"
     with atomic_path(csv) as tmp:
         table.to_csv(tmp, index=False)
-    files = [csv]
-    if images is None:
-        files += plot_diversity(table, out / "diversity",
-                                f"{inputs['model']}: {inputs['prompt']}")
-    notes = sorted({r.settings.fallback for r in results if r.settings.fallback})
+    title = f"{inputs['model']}: {inputs['prompt']}" if images is None else str(images)
+    files = [csv, *plot_diversity(table, out / "diversity", title)]
+    notes = sorted({r.settings.fallback for r in results if r.settings.fallback} | set(notes))
     write_json(out / "provenance.json", provenance(
         command="diversity", device=str(device or "auto"),
         settings={"protocol": protocol, "n": n, "steps": steps, "seed": seed,
@@ -205,13 +212,21 @@ def diversity_run(out: Path, *, model: str | None = None, images: Path | None = 
     return DiversityReport(table=table, files=files, notes=notes)
 
 
+def _measure(pictures, protocol: str, seed: int, notes: list[str]):
+    """:func:`diversity` with its warnings collected into ``notes`` (reported once, not per
+    scale; the small-image fallback is also in the result's settings)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        res = diversity(pictures, protocol=protocol, seed=seed)
+    notes += [str(w.message) for w in caught]
+    return res
+
+
 def fid_run(real: Path, synthetic: Path, features: str = "mammonet",
             inception_weights: Path | None = None, cache_dir: Path | None = None,
             kid_subset_size: int = 1000, n_boot: int = 200, seed: int = 0,
             device: str = "cpu") -> dict:
     """FID, KID and a bootstrap CI of FID between two folders of images."""
-    import warnings
-
     from mame_eval.metrics.distribution import fid, fid_bootstrap_ci, kid
 
     extractor = load_extractor(features, inception_weights=inception_weights, device=device)

@@ -254,7 +254,10 @@ def run_sweep(config: SweepConfig, progress: Callable[[int, int], None] | None =
     if config.fid is not None:
         from mame_eval.metrics.features import list_images
 
-        real_files = list_images(config.fid.real)
+        try:
+            real_files = list_images(config.fid.real)
+        except InputError as exc:
+            raise InputError(f"fid.real = {exc}") from None
         extractor = load_extractor(config.fid.features, config.fid.inception_weights,
                                    device=device)
     classifier = training = None

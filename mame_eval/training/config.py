@@ -128,13 +128,15 @@ class TrainConfig(BaseModel):
         return self
 
 
-def _error_line(source: str, exc: ValidationError) -> str:
+def validation_error_line(source: str, exc: ValidationError,
+                          model: type[BaseModel]) -> str:
+    """One readable line for a pydantic error of ``model`` (a config class) read from ``source``."""
     parts = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "config"
         if err["type"] == "extra_forbidden":
             fields = TinyOptions.model_fields if where.startswith("tiny.") else \
-                TrainConfig.model_fields
+                model.model_fields
             close = difflib.get_close_matches(where.rpartition(".")[2], list(fields), n=1)
             hint = f"did you mean {close[0]!r}?" if close else \
                 f"valid keys: {', '.join(fields)}"
@@ -144,7 +146,8 @@ def _error_line(source: str, exc: ValidationError) -> str:
         elif not err["loc"]:  # a check across keys: its message names them
             parts.append(err["msg"].removeprefix("Value error, "))
         else:
-            parts.append(f"{where} = {err.get('input')!r}: {err['msg']}")
+            parts.append(f"{where} = {err.get('input')!r}: "
+                         f"{err['msg'].removeprefix('Value error, ')}")
     return f"{source}: " + "; ".join(parts)
 
 
@@ -186,7 +189,7 @@ def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = (),
     try:
         config = TrainConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_error_line(source, exc)) from None
+        raise ConfigError(validation_error_line(source, exc, TrainConfig)) from None
     if task is not None:
         if task not in TASKS:
             raise ConfigError(f"task {task!r}: expected one of {', '.join(TASKS)}")

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from mame_eval.errors import ConfigError, DataError, MameError
 from mame_eval.io import save_png, write_json
+from mame_eval.training.config import validation_error_line
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -104,15 +105,7 @@ def load_vae_config(path: Path | str, overrides: list[str] | tuple[str, ...] = (
     try:
         return VaeTrainConfig.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "config"
-        if err["type"] == "extra_forbidden":
-            msg = f"unknown key {where!r} (valid keys: {', '.join(VaeTrainConfig.model_fields)})"
-        elif err["type"] == "missing":
-            msg = f"missing key {where!r}"
-        else:
-            msg = f"{where} = {err.get('input')!r}: {err['msg'].removeprefix('Value error, ')}"
-        raise ConfigError(f"{path}: {msg}") from None
+        raise ConfigError(validation_error_line(str(path), exc, VaeTrainConfig)) from None
 
 
 @dataclass
