@@ -22,6 +22,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: paragraphs rewrapped to the terminal; rich keeps the docstrings'
+    # line breaks and wraps them again, which breaks every long line in two.
+    rich_markup_mode=None,
 )
 
 
@@ -153,11 +156,12 @@ def demo(
 # sampling (issue 3)
 
 models_app = typer.Typer(help="List, build and inspect MAM-E models. Without a subcommand: "
-                         "the list.", invoke_without_command=True)
+                         "the list.", invoke_without_command=True,
+                         rich_markup_mode=None)
 train_app = typer.Typer(
     help="Fine-tune MAM-E (DreamBooth-style: UNet + text encoder, VAE frozen) on a prepared "
     "dataset. Runs unchanged under `accelerate launch` for several GPUs.",
-    no_args_is_help=True)
+    no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(models_app, name="models")
 app.add_typer(train_app, name="train")
 

@@ -21,7 +21,6 @@ generates only missing images and recomputes the tables.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,11 +34,6 @@ from mame_eval.errors import ConfigError, InputError
 from mame_eval.io import atomic_path, read_jsonl, write_json
 from mame_eval.metrics.diversity import PROTOCOLS, DiversityResult, diversity, mean_over_sets
 from mame_eval.prompts import parse
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 #: What the paper's fusion model was taught (DESIGN §1): area only on Hologic images, density
 #: only on Siemens, view on both. The default reference for concept extrapolation.
@@ -129,38 +123,14 @@ class SweepConfig(BaseModel):
 def load_sweep_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()
                       ) -> SweepConfig:
     """Read and validate a sweep TOML; ``key=value`` overrides (``fid.real=DIR`` for tables)."""
-    from mame_eval.training.config import parse_override
+    from mame_eval.training.config import read_toml, validation_error_line
 
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: sweep definition not found")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    for item in overrides:
-        key, value = parse_override(item)
-        head, dot, sub = key.partition(".")
-        if dot:
-            table = data.setdefault(head, {})
-            if not isinstance(table, dict):
-                raise ConfigError(f"--set {item!r}: {head!r} is not a table")
-            table[sub] = value
-        else:
-            data[key] = value
+    data = read_toml(path, overrides, what="sweep definition")
     try:
         config = SweepConfig.model_validate(data)
         config.scales()
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "config"
-        if err["type"] == "extra_forbidden":
-            msg = f"unknown key {where!r}"
-        elif err["type"] == "missing":
-            msg = f"missing key {where!r}"
-        else:
-            msg = f"{where}: {err['msg'].removeprefix('Value error, ')}"
-        raise ConfigError(f"{path}: {msg}") from None
+        raise ConfigError(validation_error_line(str(path), exc, SweepConfig)) from None
     except InputError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return config

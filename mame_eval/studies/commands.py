@@ -24,6 +24,7 @@ study_app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 _DB_HELP = ("SQLAlchemy URL of the study database when it is not STUDY/study.db "

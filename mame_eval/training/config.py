@@ -128,27 +128,64 @@ class TrainConfig(BaseModel):
         return self
 
 
+def _fields_at(model: type[BaseModel], loc: tuple) -> dict:
+    """The fields of the (nested) config model that holds the key at ``loc``."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field is not None else None
+        nested = [t for t in (annotation, *getattr(annotation, "__args__", ()))
+                  if isinstance(t, type) and issubclass(t, BaseModel)]
+        if not nested:
+            return {}
+        model = nested[0]
+    return model.model_fields
+
+
 def validation_error_line(source: str, exc: ValidationError,
                           model: type[BaseModel]) -> str:
     """One readable line for a pydantic error of ``model`` (a config class) read from ``source``."""
     parts = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "config"
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            fields = TinyOptions.model_fields if where.startswith("tiny.") else \
-                model.model_fields
-            close = difflib.get_close_matches(where.rpartition(".")[2], list(fields), n=1)
+            fields = list(_fields_at(model, err["loc"]))
+            close = difflib.get_close_matches(str(err["loc"][-1]), fields, n=1)
             hint = f"did you mean {close[0]!r}?" if close else \
                 f"valid keys: {', '.join(fields)}"
             parts.append(f"unknown key {where!r} ({hint})")
         elif err["type"] == "missing":
             parts.append(f"missing key {where!r}")
         elif not err["loc"]:  # a check across keys: its message names them
-            parts.append(err["msg"].removeprefix("Value error, "))
+            parts.append(msg)
+        elif isinstance(err.get("input"), (list, dict)):  # the message names the bad item
+            parts.append(f"{where}: {msg}")
         else:
-            parts.append(f"{where} = {err.get('input')!r}: "
-                         f"{err['msg'].removeprefix('Value error, ')}")
+            parts.append(f"{where} = {err.get('input')!r}: {msg}")
     return f"{source}: " + "; ".join(parts)
+
+
+def read_toml(path: Path | str, overrides: list[str] | tuple[str, ...] = (),
+              what: str = "training config") -> dict:
+    """A config TOML as a dict with ``key=value`` / ``table.key=value`` overrides applied."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: {what} not found")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    for item in overrides:
+        key, value = parse_override(item)
+        head, dot, sub = key.partition(".")
+        if dot:  # tiny.seed=1, fid.real=DIR
+            table = data.setdefault(head, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"--set {item!r}: {head!r} is not a table")
+            table[sub] = value
+        else:
+            data[key] = value
+    return data
 
 
 def parse_override(text: str) -> tuple[str, object]:
@@ -168,23 +205,7 @@ def parse_override(text: str) -> tuple[str, object]:
 def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = (),
                 task: str | None = None) -> TrainConfig:
     """Read and validate a training TOML; apply ``key=value`` overrides; check the task."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: training config not found")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    for item in overrides:
-        key, value = parse_override(item)
-        if "." in key:  # tiny.seed=1
-            head, _, sub = key.partition(".")
-            table = data.setdefault(head, {})
-            if not isinstance(table, dict):
-                raise ConfigError(f"--set {item!r}: {head!r} is not a table")
-            table[sub] = value
-        else:
-            data[key] = value
+    data = read_toml(path, overrides)
     source = f"{path}" + (f" (with --set {', '.join(overrides)})" if overrides else "")
     try:
         config = TrainConfig.model_validate(data)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -33,12 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from mame_eval.errors import ConfigError, DataError, MameError
 from mame_eval.io import save_png, write_json
-from mame_eval.training.config import validation_error_line
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from mame_eval.training.config import read_toml, validation_error_line
 
 VAE_LOG_COLUMNS = ("step", "loss", "l1", "kl", "lr", "elapsed_s")
 
@@ -90,18 +84,7 @@ class VaeTrainConfig(BaseModel):
 def load_vae_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()
                     ) -> VaeTrainConfig:
     """Read and validate an autoencoder TOML; ``key=value`` overrides as for ``train healthy``."""
-    from mame_eval.training.config import parse_override
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: training config not found")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    for item in overrides:
-        key, value = parse_override(item)
-        data[key] = value
+    data = read_toml(path, overrides)
     try:
         return VaeTrainConfig.model_validate(data)
     except ValidationError as exc:
