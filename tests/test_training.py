@@ -2,6 +2,9 @@
 
 import csv
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -188,6 +191,32 @@ def test_train_healthy_checkpoint_resume_and_load(prepared, tmp_path):
     trained = pipe.unet.state_dict()
     first = load_pipeline(tmp_path / "straight").unet.state_dict()
     assert all(torch.allclose(trained[k], first[k], atol=1e-5) for k in trained)
+
+
+@pytest.mark.slow
+def test_runs_unchanged_under_accelerate_launch(prepared, tmp_path):
+    """Two CPU processes (gloo) train, checkpoint, resume and save once, as on two GPUs."""
+    out = tmp_path / "dist"
+    cfg = write_config(tmp_path / "d.toml", TINY_KEYS.replace("batch_size = 4", "batch_size = 2")
+                       + f'data_dir = "{prepared}"\noutput_dir = "{out}"\nmax_train_steps = 4\n'
+                       'checkpointing_steps = 2\nvalidation_steps = 0\n')
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+              "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+              "--dynamo_backend", "no", "-m", "mame_eval", "train", "healthy", str(cfg)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    for steps in (2, 4):  # interrupted after step 2, then resumed to 4
+        proc = subprocess.run([*launch, "--set", f"max_train_steps={steps}"],
+                              capture_output=True, text=True, timeout=300, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        # one process speaks: the summary line is printed once, not once per process
+        assert proc.stdout.count(f"trained healthy to step {steps}") == 1, proc.stdout
+    assert [p.name for p in list_checkpoints(out)] == ["checkpoint-2", "checkpoint-4"]
+    log = read_log(out / "logs" / "train_log.csv")
+    assert [int(r["step"]) for r in log] == [1, 2, 3, 4]
+    assert all(math.isfinite(float(r["loss"])) for r in log)
+    from mame_eval.models import load_pipeline
+
+    assert load_pipeline(out).unet.config.in_channels == 4
 
 
 def test_tensorboard_logging_and_memory_options(prepared, tmp_path):
