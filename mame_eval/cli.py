@@ -457,8 +457,9 @@ def diversity(
                                progress=update)
     for note in report.notes:
         typer.echo(f"note: {note}", err=True)
-    typer.echo(report.table.fillna({"guidance": ""}).to_string(index=False,
-                                      float_format=lambda v: f"{v:.4f}"))
+    typer.echo(report.table.to_string(
+        index=False, na_rep="", float_format=lambda v: f"{v:.4f}",
+        formatters={"guidance": lambda g: f"{g:g}"}))
     typer.echo(f"written: {', '.join(str(f) for f in report.files)}")
 
 

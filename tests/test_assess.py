@@ -58,6 +58,26 @@ def test_diversity_of_a_folder(tmp_path):
         assert (tmp_path / "out" / name).stat().st_size > 0
 
 
+def test_cli_diversity_prints_the_table(tmp_path):
+    from typer.testing import CliRunner
+
+    from mame_eval.cli import app
+
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (200, 200), dtype=np.uint8)).save(
+            tmp_path / f"{i}.png")
+    result = CliRunner().invoke(app, ["diversity", "--images", str(tmp_path), "--out",
+                                      str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    header, row = result.output.splitlines()[:2]
+    assert header.split() == DIVERSITY_COLUMNS
+    mean = pd.read_csv(tmp_path / "out" / "diversity.csv")["mean"].iloc[0]
+    # the guidance cell is blank (a folder has none): the row starts with the mean
+    assert len(row.split()) == len(DIVERSITY_COLUMNS) - 1
+    assert row.split()[0] == f"{mean:.4f}" and row.split()[-2:] == ["3", "3"]
+
+
 class MeanStd(torch.nn.Module):
     def forward(self, x):
         return torch.stack([x.mean((1, 2, 3)), x.std((1, 2, 3)), x.amax((1, 2, 3))], dim=1)

@@ -195,7 +195,8 @@ def diversity_run(out: Path, *, model: str | None = None, images: Path | None = 
                 progress(k + 1, len(scales))
         inputs.update(model=str(model or "embedded MAM-E-tiny"), prompt=prompt,
                       negative_prompt=negative_prompt)
-    table = pd.DataFrame(rows, columns=DIVERSITY_COLUMNS)
+    # guidance is NaN (an empty CSV cell), not None, for a folder of images
+    table = pd.DataFrame(rows, columns=DIVERSITY_COLUMNS).astype({"guidance": float})
     out.mkdir(parents=True, exist_ok=True)
     csv = out / "diversity.csv"
     with atomic_path(csv) as tmp:
