@@ -80,7 +80,7 @@ def plot_diversity(table: pd.DataFrame, stem: Path, title: str) -> list[Path]:
     ax.set_ylabel("MS-SSIM (lower = more diverse)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8)
     paths = _save_figure(fig, stem)
     plt.close(fig)
     return paths
@@ -203,7 +203,7 @@ def diversity_run(out: Path, *, model: str | None = None, images: Path | None = 
         table.to_csv(tmp, index=False)
     title = f"{inputs['model']}: {inputs['prompt']}" if images is None else str(images)
     files = [csv, *plot_diversity(table, out / "diversity", title)]
-    notes = sorted({r.settings.fallback for r in results if r.settings.fallback} | set(notes))
+    notes = sorted(set(notes))  # each warning once, however many scales raised it
     write_json(out / "provenance.json", provenance(
         command="diversity", device=str(device or "auto"),
         settings={"protocol": protocol, "n": n, "steps": steps, "seed": seed,
