@@ -20,6 +20,14 @@ pytestmark = [
 ]
 
 
+def healthy_config(path, vae_dir, prepared, out, extra: str):
+    """A 32-px tiny healthy-training TOML on the trained VAE, plus ``extra`` keys."""
+    path.write_text(f'pretrained_model = "tiny"\nvae = "{vae_dir}"\ndata_dir = "{prepared}"\n'
+                    f'output_dir = "{out}"\nresolution = 32\ntrain_batch_size = 4\n'
+                    'report_to = "none"\n' + extra)
+    return path
+
+
 def vae_config(prepared, out, **kw) -> VaeTrainConfig:
     settings = dict(data_dir=prepared, output_dir=out, resolution=32, crop=16,
                     block_out_channels=[8, 16], train_batch_size=4, max_train_steps=4,
@@ -84,11 +92,8 @@ def test_healthy_training_uses_the_given_vae_and_caches_latents_exactly(trained_
     from mame_eval.models import load_pipeline
 
     _, vae_dir = trained_vae
-    cfg = tmp_path / "h.toml"
-    cfg.write_text(f'pretrained_model = "tiny"\nvae = "{vae_dir}"\ndata_dir = "{prepared}"\n'
-                   f'output_dir = "{tmp_path / "plain"}"\nresolution = 32\nmax_train_steps = 3\n'
-                   'train_batch_size = 4\nlearning_rate = 1e-3\nreport_to = "none"\n'
-                   'prompt_dropout = 0.5\n')
+    cfg = healthy_config(tmp_path / "h.toml", vae_dir, prepared, tmp_path / "plain",
+                         "max_train_steps = 3\nlearning_rate = 1e-3\nprompt_dropout = 0.5\n")
     plain = train_healthy(load_config(cfg))
     cached = train_healthy(load_config(cfg, ["cache_latents=true",
                                              f"output_dir={tmp_path / 'cached'}"]))
@@ -144,11 +149,8 @@ def test_a_zero_terminal_snr_model_trains_and_samples_with_v_prediction(trained_
     from mame_eval.models import load_pipeline
 
     _, vae_dir = trained_vae
-    cfg = tmp_path / "z.toml"
-    cfg.write_text(f'pretrained_model = "tiny"\nvae = "{vae_dir}"\ndata_dir = "{prepared}"\n'
-                   f'output_dir = "{tmp_path / "z"}"\nresolution = 32\nmax_train_steps = 2\n'
-                   'train_batch_size = 4\nreport_to = "none"\n'
-                   "tiny = { zero_terminal_snr = true }\n")
+    cfg = healthy_config(tmp_path / "z.toml", vae_dir, prepared, tmp_path / "z",
+                         "max_train_steps = 2\ntiny = { zero_terminal_snr = true }\n")
     result = train_healthy(load_config(cfg))
     assert all(math.isfinite(x) for x in result.losses)
     pipe = load_pipeline(tmp_path / "z", device="cpu")
