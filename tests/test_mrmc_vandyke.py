@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from mame_eval.errors import InputError
-from mame_eval.studies.analysis import jackknife_se
+from mame_eval.stats.roc import jackknife_se
 from mame_eval.studies.ratings import (
     format_mrmc_table,
     load_ratings,

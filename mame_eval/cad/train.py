@@ -265,13 +265,6 @@ def _predict(model: MammoNet, x: torch.Tensor, device, batch_size: int) -> dict[
     return {k: torch.cat(v).numpy() for k, v in chunks.items()}
 
 
-def _exact_ci(k: int, n: int, level: float) -> list[float]:
-    from scipy import stats
-
-    ci = stats.binomtest(k, n).proportion_ci(confidence_level=level, method="exact")
-    return [float(ci.low), float(ci.high)]
-
-
 def evaluate(model: MammoNet, x: torch.Tensor, samples: list[Sample], level: float = 0.95,
              device="cpu", batch_size: int = 64) -> dict:
     """Held-out metrics of ``model`` on images ``x`` ``(N, 1, S, S)`` with ``samples``' labels.
@@ -280,7 +273,8 @@ def evaluate(model: MammoNet, x: torch.Tensor, samples: list[Sample], level: flo
     "attributes": {name: {accuracy, ci, n, n_unlabelled, classes, confusion}}}``; a metric
     that cannot be computed (e.g. a class absent) is ``null`` with a ``note``.
     """
-    from mame_eval.studies.analysis import delong_ci
+    from mame_eval.stats.proportions import proportion_ci
+    from mame_eval.stats.roc import delong_ci
 
     pred = _predict(model, x, device, batch_size)
     truth, attrs = _labels(samples)
@@ -298,7 +292,7 @@ def evaluate(model: MammoNet, x: torch.Tensor, samples: list[Sample], level: flo
     if len(truth):
         correct = int(((prob >= 0.5).astype(int) == truth).sum())
         lesion.update(accuracy=correct / len(truth),
-                      accuracy_ci=_exact_ci(correct, len(truth), level))
+                      accuracy_ci=list(proportion_ci(correct, len(truth), level)))
     attributes = {}
     for name, classes in ATTRIBUTES.items():
         target = attrs[name].numpy()
@@ -314,7 +308,7 @@ def evaluate(model: MammoNet, x: torch.Tensor, samples: list[Sample], level: flo
             correct = int((guess == true).sum())
             confusion = np.zeros((len(classes), len(classes)), int)
             np.add.at(confusion, (true, guess), 1)
-            entry.update(accuracy=correct / n, ci=_exact_ci(correct, n, level),
+            entry.update(accuracy=correct / n, ci=list(proportion_ci(correct, n, level)),
                          ci_method="Clopper-Pearson", confusion=confusion.tolist())
         attributes[name] = entry
     return {"lesion": lesion, "attributes": attributes}

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from mame_eval.errors import InputError
+from mame_eval.stats.bootstrap import percentile_interval
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 PROTOCOLS = ("all-pairs", "paper")
@@ -240,9 +241,8 @@ def mean_over_sets(results: list[DiversityResult], level: float = 0.95, n_boot: 
     boots = boots[np.isfinite(boots)]
     if boots.size == 0:
         return mean, mean, mean
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(boots, [alpha, 1 - alpha])
-    return mean, float(lo), float(hi)
+    lo, hi = percentile_interval(boots, level)
+    return mean, lo, hi
 
 
 def diversity(images, protocol: str = "all-pairs", pairs: list[tuple[int, int]] | None = None,
@@ -279,8 +279,7 @@ def diversity(images, protocol: str = "all-pairs", pairs: list[tuple[int, int]] 
     else:
         draws = rng.integers(0, len(values), size=(n_boot, len(values)))
         boots = values[draws].mean(axis=1)
-    alpha = (1 - level) / 2
-    lo, hi = (np.quantile(boots, [alpha, 1 - alpha]) if len(values) > 1
+    lo, hi = (percentile_interval(boots, level) if len(values) > 1
               else (values[0], values[0]))
     return DiversityResult(
         mean=float(values.mean()),

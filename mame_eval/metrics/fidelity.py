@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
 
 from mame_eval.data.preprocess import area_ratio, breast_mask
 from mame_eval.prompts import area_from_ratio, parse
+from mame_eval.stats.proportions import proportion_ci
 
 ATTRIBUTES = ("view", "density", "area", "vendor")
 
@@ -137,9 +137,8 @@ def adherence_table(records: pd.DataFrame, training: set[tuple[str, str]] | None
             if part.empty:
                 continue
             correct = int((part[req] == part[meas]).sum())
-            ci = binomtest(correct, len(part)).proportion_ci(level, method="exact")
             rows.append(FidelityRow(label, len(part), correct, correct / len(part),
-                                    float(ci.low), float(ci.high)).__dict__)
+                                    *proportion_ci(correct, len(part), level)).__dict__)
     return pd.DataFrame(rows, columns=["attribute", "n", "correct", "accuracy", "ci_low",
                                        "ci_high"])
 

@@ -83,7 +83,7 @@ def plot_roc(
     ----------
     curves : mapping reader label -> (fpr, tpr, auc)
         ``fpr``/``tpr`` 1-D arrays in [0, 1] of equal length (e.g. from
-        :func:`mame_eval.studies.analysis.roc_curve_empirical`), ``auc`` in [0, 1]. Legend
+        :func:`mame_eval.stats.roc.roc_curve_empirical`), ``auc`` in [0, 1]. Legend
         entries keep the mapping's order.
     out_stem : path
         Output path without suffix; the parent folder is created if needed.

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from mame_eval.errors import InputError
-from mame_eval.studies.analysis import auroc, roc_curve_empirical
-from mame_eval.studies.mrmc import ORResult, or_mrmc
+from mame_eval.stats.mrmc import ORResult, or_mrmc
+from mame_eval.stats.roc import auroc, roc_curve_empirical
 
 __all__ = [
     "SINGLE_MODALITY",

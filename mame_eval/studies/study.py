@@ -726,8 +726,8 @@ class AnalysisResult:
 
 def _reader_stats(truth: np.ndarray, score: np.ndarray, durations: np.ndarray, cutoff: float,
                   margin: float, level: float) -> dict:
-    from mame_eval.studies.analysis import (
-        binomial_test_accuracy,
+    from mame_eval.stats.proportions import binomial_test_accuracy
+    from mame_eval.stats.roc import (
         cutoff_metrics,
         delong_ci,
         equivalence_test_auc,
@@ -766,7 +766,7 @@ def _reader_stats(truth: np.ndarray, score: np.ndarray, durations: np.ndarray, c
 
 
 def _agreement(wide: pd.DataFrame) -> dict | None:
-    from mame_eval.studies.analysis import krippendorff_alpha_ordinal, pairwise_kappa
+    from mame_eval.stats.agreement import krippendorff_alpha_ordinal, pairwise_kappa
 
     if wide.shape[1] < 2:
         return None
@@ -845,7 +845,7 @@ def analyze_study(study: Study | Path | str, cutoff: float | None = None, margin
          "mrmc": <mame_eval.studies.ratings.result_to_dict>, "excluded_readers": {...}}
     """
     from mame_eval.reports.roc import plot_roc
-    from mame_eval.studies.mrmc import or_mrmc
+    from mame_eval.stats.mrmc import or_mrmc
     from mame_eval.studies.ratings import load_ratings, reader_roc_curves, result_to_dict
 
     t0 = time.perf_counter()

@@ -53,6 +53,7 @@ import pandas as pd
 from mame_eval.errors import DataError, InputError, ModelError
 from mame_eval.io import atomic_path, write_json
 from mame_eval.models.loading import EMBEDDED_MAMMONET
+from mame_eval.stats.bootstrap import bootstrap_difference_ci, bootstrap_mean_ci
 from mame_eval.xai.attribution import METHODS, attribute, default_occlusion_window
 from mame_eval.xai.localization import localization_scores
 
@@ -150,16 +151,6 @@ def _upsample(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         .numpy()
 
 
-def _bootstrap_mean_ci(values: np.ndarray, rng: np.random.Generator, n_boot: int,
-                       level: float) -> tuple[float | None, float | None]:
-    if len(values) < 2:
-        return None, None
-    idx = rng.integers(0, len(values), size=(n_boot, len(values)))
-    means = values[idx].mean(1)
-    alpha = (1.0 - level) / 2
-    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
-
-
 def _summarise(scores: pd.DataFrame, groups: list[str], methods: list[str], n_boot: int,
                level: float, seed: int) -> pd.DataFrame:
     rows = []
@@ -172,7 +163,7 @@ def _summarise(scores: pd.DataFrame, groups: list[str], methods: list[str], n_bo
                 values = sub[name].dropna().to_numpy(dtype=float)
                 # lesion_score does not depend on the method: same resamples for every method
                 rng = np.random.default_rng([seed, gi, 0 if si == 0 else mi, si])
-                lo, hi = _bootstrap_mean_ci(values, rng, n_boot, level)
+                lo, hi = bootstrap_mean_ci(values, n_boot, level, rng)
                 row[f"{name}_mean"] = float(values.mean()) if len(values) else None
                 row[f"{name}_ci_low"], row[f"{name}_ci_high"] = lo, hi
             rows.append(row)
@@ -195,7 +186,6 @@ def _compare(scores: pd.DataFrame, groups: list[str], methods: list[str], n_boot
     from scipy.stats import mannwhitneyu
 
     rows = []
-    alpha = (1.0 - level) / 2
     for ai in range(len(groups)):
         for bi in range(ai + 1, len(groups)):
             a_name, b_name = groups[ai], groups[bi]
@@ -215,13 +205,8 @@ def _compare(scores: pd.DataFrame, groups: list[str], methods: list[str], n_boot
                            "difference": float(b.mean() - a.mean()),
                            "ci_low": None, "ci_high": None, "ci_method": "bootstrap percentile",
                            "mannwhitney_u": None, "p_value": None}
-                    if len(a) >= 2 and len(b) >= 2:
-                        rng = np.random.default_rng([seed, ai, bi, mi, si])
-                        da = a[rng.integers(0, len(a), (n_boot, len(a)))].mean(1)
-                        db = b[rng.integers(0, len(b), (n_boot, len(b)))].mean(1)
-                        diff = db - da
-                        row["ci_low"] = float(np.quantile(diff, alpha))
-                        row["ci_high"] = float(np.quantile(diff, 1 - alpha))
+                    row["ci_low"], row["ci_high"] = bootstrap_difference_ci(
+                        a, b, n_boot, level, np.random.default_rng([seed, ai, bi, mi, si]))
                     if np.all(np.concatenate([a, b]) == a[0]):
                         row["mannwhitney_u"], row["p_value"] = len(a) * len(b) / 2, 1.0
                     else:

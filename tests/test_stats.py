@@ -1,4 +1,4 @@
-"""Tests of mame_eval.studies.analysis / mrmc against independent references.
+"""Tests of mame_eval.stats (roc, mrmc, agreement, proportions) against independent references.
 
 References: sklearn (AUROC, ROC points), brute-force loops written here (DeLong structural
 components, leave-one-out jackknife, quadratic-weighted kappa), exact binomial arithmetic and
@@ -18,22 +18,20 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from mame_eval.errors import InputError
-from mame_eval.studies.analysis import (
+from mame_eval.stats.agreement import krippendorff_alpha_ordinal, pairwise_kappa, weighted_kappa
+from mame_eval.stats.mrmc import or_mrmc
+from mame_eval.stats.proportions import binomial_test_accuracy
+from mame_eval.stats.roc import (
     auroc,
-    binomial_test_accuracy,
     cutoff_metrics,
     delong_ci,
     delong_cov,
     equivalence_test_auc,
     jackknife_cov,
     jackknife_se,
-    krippendorff_alpha_ordinal,
-    pairwise_kappa,
     placement_values,
     roc_curve_empirical,
-    weighted_kappa,
 )
-from mame_eval.studies.mrmc import or_mrmc
 
 # --------------------------------------------------------------------------------------------
 # independent brute-force references

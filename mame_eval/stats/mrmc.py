@@ -44,7 +44,7 @@ import numpy as np
 from scipy import stats
 
 from mame_eval.errors import InputError
-from mame_eval.studies.analysis import (
+from mame_eval.stats.roc import (
     _as_scores,
     _as_truth,
     _check_classes,
