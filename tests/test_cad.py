@@ -12,7 +12,8 @@ from PIL import Image
 
 from mame_eval.cad.data import load_samples, split_by_source
 from mame_eval.cad.model import ATTRIBUTES, MammoNet, MammoNetConfig
-from mame_eval.cad.train import apply_overrides, load_cad_config, train_cad
+from mame_eval.cad.train import load_cad_config, train_cad
+from mame_eval.config import apply_overrides
 from mame_eval.errors import ConfigError, DataError, ModelError
 from mame_eval.io import write_jsonl
 
@@ -120,7 +121,7 @@ def test_config_validation(tmp_path, prepared):
         load_cad_config(path, ["model.depth=5"])
     with pytest.raises(ConfigError, match="image_size at the top level"):
         load_cad_config(path, ["model.image_size=64"])
-    with pytest.raises(ConfigError, match="'batch_size'"):
+    with pytest.raises(ConfigError, match="batch_size = 0: "):
         load_cad_config(path, ["batch_size=0"])
     with pytest.raises(ConfigError, match="key=value"):
         load_cad_config(path, ["epochs"])

@@ -52,16 +52,12 @@ from torch import nn
 from mame_eval.cad.data import Sample, load_images, load_masks, load_samples, split_by_source
 from mame_eval.cad.model import ATTRIBUTES, MammoNet, MammoNetConfig
 from mame_eval.cad.provenance import describe_device, digest_files, provenance
+from mame_eval.config import load_config
 from mame_eval.errors import ConfigError, DataError
 from mame_eval.io import write_json, write_jsonl, write_text
 
-__all__ = ["CadTrainConfig", "CadTrainResult", "apply_overrides", "evaluate", "load_cad_config",
+__all__ = ["CadTrainConfig", "CadTrainResult", "evaluate", "load_cad_config",
            "train_cad"]
-
-try:  # Python >= 3.11
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
 
 
 class CadTrainConfig(BaseModel):
@@ -114,42 +110,6 @@ class CadTrainConfig(BaseModel):
         return MammoNetConfig(image_size=self.image_size, **self.model)
 
 
-def _format_error(exc: ValidationError, source: str) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(x) for x in err["loc"])
-    if err["type"] == "extra_forbidden":
-        allowed = ", ".join(CadTrainConfig.model_fields)
-        return f"{source}: unknown key {loc!r}; allowed keys: {allowed}"
-    msg = err["msg"].removeprefix("Value error, ")
-    got = ""
-    if err["type"] != "missing" and "input" in err and len(repr(err["input"])) < 80:
-        got = f" (got {err['input']!r})"
-    return f"{source}: field {loc!r}: {msg}{got}"
-
-
-def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
-    """Apply ``key=value`` strings (dotted keys for tables; TOML values, else strings)."""
-    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
-    for item in overrides or ():
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected key=value")
-        try:
-            value = tomllib.loads(f"v = {raw.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw.strip()
-        *parents, last = key.split(".")
-        node = data
-        for p in parents:
-            child = node.setdefault(p, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: {p!r} is not a table")
-            node = child
-        node[last] = value
-    return data
-
-
 def load_cad_config(path: Path | str | None = None, overrides=(), data: dict | None = None
                     ) -> CadTrainConfig:
     """Read and validate a config (TOML file or dict) with ``--set`` overrides.
@@ -158,22 +118,7 @@ def load_cad_config(path: Path | str | None = None, overrides=(), data: dict | N
         ConfigError: missing/unreadable file, invalid TOML, unknown key or bad value — one line
             naming the file and field.
     """
-    source = str(path) if path is not None else "cad config"
-    if data is None:
-        if path is None:
-            raise ConfigError("give a config file or a dict")
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: file not found")
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    data = apply_overrides(data, list(overrides))
-    try:
-        return CadTrainConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_format_error(exc, source)) from None
+    return load_config(CadTrainConfig, path, list(overrides), data=data, what="cad config")
 
 
 @dataclass

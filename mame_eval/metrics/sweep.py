@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mame_eval.errors import ConfigError, InputError
 from mame_eval.io import atomic_path, read_jsonl, write_json
@@ -123,14 +123,11 @@ class SweepConfig(BaseModel):
 def load_sweep_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()
                       ) -> SweepConfig:
     """Read and validate a sweep TOML; ``key=value`` overrides (``fid.real=DIR`` for tables)."""
-    from mame_eval.training.config import read_toml, validation_error_line
+    from mame_eval.config import load_config
 
-    data = read_toml(path, overrides, what="sweep definition")
+    config = load_config(SweepConfig, path, overrides, what="sweep definition")
     try:
-        config = SweepConfig.model_validate(data)
         config.scales()
-    except ValidationError as exc:
-        raise ConfigError(validation_error_line(str(path), exc, SweepConfig)) from None
     except InputError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return config

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mame_eval.training.config import TrainConfig, load_config, parse_override
+from mame_eval.config import parse_override
+from mame_eval.training.config import TrainConfig, load_config
 from mame_eval.training.trainer import TrainResult, list_checkpoints, train, widen_conv_in
 
 __all__ = [

@@ -1,26 +1,19 @@
 """Training configuration: a TOML file validated before any work starts.
 
 Every key of :class:`TrainConfig` may appear in the file; an unknown key is an error (a typo must
-not silently fall back to a default). ``--set key=value`` on the command line overrides a key;
-the value is read as a TOML value (``3``, ``1e-4``, ``true``, ``["a", "b"]``) and otherwise as
-plain text (``--set output_dir=runs/x``). Relative paths are relative to the current folder.
+not silently fall back to a default). ``--set key=value`` overrides a key
+(:mod:`mame_eval.config`). Relative paths are relative to the current folder.
 """
 
 from __future__ import annotations
 
-import difflib
-import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mame_eval.config import load_config as load_model_config
 from mame_eval.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 TASKS = ("healthy", "inpaint")
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine",
@@ -128,89 +121,10 @@ class TrainConfig(BaseModel):
         return self
 
 
-def _fields_at(model: type[BaseModel], loc: tuple) -> dict:
-    """The fields of the (nested) config model that holds the key at ``loc``."""
-    for part in loc[:-1]:
-        field = model.model_fields.get(str(part))
-        annotation = field.annotation if field is not None else None
-        nested = [t for t in (annotation, *getattr(annotation, "__args__", ()))
-                  if isinstance(t, type) and issubclass(t, BaseModel)]
-        if not nested:
-            return {}
-        model = nested[0]
-    return model.model_fields
-
-
-def validation_error_line(source: str, exc: ValidationError,
-                          model: type[BaseModel]) -> str:
-    """One readable line for a pydantic error of ``model`` (a config class) read from ``source``."""
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "config"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            fields = list(_fields_at(model, err["loc"]))
-            close = difflib.get_close_matches(str(err["loc"][-1]), fields, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else \
-                f"valid keys: {', '.join(fields)}"
-            parts.append(f"unknown key {where!r} ({hint})")
-        elif err["type"] == "missing":
-            parts.append(f"missing key {where!r}")
-        elif not err["loc"]:  # a check across keys: its message names them
-            parts.append(msg)
-        elif isinstance(err.get("input"), (list, dict)):  # the message names the bad item
-            parts.append(f"{where}: {msg}")
-        else:
-            parts.append(f"{where} = {err.get('input')!r}: {msg}")
-    return f"{source}: " + "; ".join(parts)
-
-
-def read_toml(path: Path | str, overrides: list[str] | tuple[str, ...] = (),
-              what: str = "training config") -> dict:
-    """A config TOML as a dict with ``key=value`` / ``table.key=value`` overrides applied."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: {what} not found")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    for item in overrides:
-        key, value = parse_override(item)
-        head, dot, sub = key.partition(".")
-        if dot:  # tiny.seed=1, fid.real=DIR
-            table = data.setdefault(head, {})
-            if not isinstance(table, dict):
-                raise ConfigError(f"--set {item!r}: {head!r} is not a table")
-            table[sub] = value
-        else:
-            data[key] = value
-    return data
-
-
-def parse_override(text: str) -> tuple[str, object]:
-    """``"key=value"`` → (key, value); the value as TOML when it parses, else as text."""
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ConfigError(f"--set {text!r}: expected key=value, e.g. max_train_steps=3")
-    raw = raw.strip()
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    return key, value
-
-
 def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = (),
                 task: str | None = None) -> TrainConfig:
     """Read and validate a training TOML; apply ``key=value`` overrides; check the task."""
-    data = read_toml(path, overrides)
-    source = f"{path}" + (f" (with --set {', '.join(overrides)})" if overrides else "")
-    try:
-        config = TrainConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(validation_error_line(source, exc, TrainConfig)) from None
+    config = load_model_config(TrainConfig, path, overrides, what="training config")
     if task is not None:
         if task not in TASKS:
             raise ConfigError(f"task {task!r}: expected one of {', '.join(TASKS)}")

@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mame_eval.config import load_config
 from mame_eval.errors import ConfigError, DataError, MameError
 from mame_eval.io import save_png, write_json
-from mame_eval.training.config import read_toml, validation_error_line
 
 VAE_LOG_COLUMNS = ("step", "loss", "l1", "kl", "lr", "elapsed_s")
 
@@ -84,11 +84,7 @@ class VaeTrainConfig(BaseModel):
 def load_vae_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()
                     ) -> VaeTrainConfig:
     """Read and validate an autoencoder TOML; ``key=value`` overrides as for ``train healthy``."""
-    data = read_toml(path, overrides)
-    try:
-        return VaeTrainConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(validation_error_line(str(path), exc, VaeTrainConfig)) from None
+    return load_config(VaeTrainConfig, path, overrides, what="autoencoder config")
 
 
 @dataclass
