@@ -6,11 +6,8 @@ import torch
 from PIL import Image
 
 from mame_eval.errors import InputError, ModelError
-from mame_eval.metrics.features import (
-    extract_features,
-    list_images,
-    load_extractor,
-)
+from mame_eval.images import list_images
+from mame_eval.metrics.features import extract_features, load_extractor
 
 
 class MeanStd(torch.nn.Module):

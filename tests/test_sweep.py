@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mame_eval.errors import ConfigError
+from mame_eval.images import load_rgb
 from mame_eval.metrics.diversity import diversity, mean_over_sets
-from mame_eval.metrics.features import load_rgb
 from mame_eval.metrics.sweep import load_sweep_config, real_images_like, run_sweep
 
 pytest_plugins = ["conftest_models"]

@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 
 from mame_eval.errors import InputError
+from mame_eval.images import list_images, load_rgb
 from mame_eval.io import atomic_path, write_json
 from mame_eval.metrics.diversity import PROTOCOLS, diversity
-from mame_eval.metrics.features import extract_features, list_images, load_extractor, load_rgb
+from mame_eval.metrics.features import extract_features, load_extractor
 
 DIVERSITY_COLUMNS = ["guidance", "mean", "std", "ci_low", "ci_high", "n_images", "n_pairs"]
 DEFAULT_PROMPT = "a hologic mammogram in MLO view with medium area"

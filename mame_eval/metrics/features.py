@@ -23,13 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from mame_eval.errors import InputError, ModelError
+from mame_eval.images import load_rgb
 from mame_eval.io import atomic_path, file_sha256
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
 @dataclass
@@ -97,6 +96,34 @@ def _torchscript(path: Path, device: str) -> FeatureExtractor:
     return FeatureExtractor(f"torchscript:{path.name}", f"torchscript:{file_sha256(path)}", fn)
 
 
+def mammonet_extractor(directory: Path | None = None, device: str = "cpu") -> FeatureExtractor:
+    """Features ``(N, D)`` of :meth:`MammoNet.embed` on gray images resized to its input size.
+
+    ``directory`` defaults to the embedded MammoNet-tiny.
+    """
+    import torch
+
+    from mame_eval.cad.data import to_input
+    from mame_eval.cad.model import MammoNet
+    from mame_eval.models.loading import EMBEDDED_MAMMONET  # the shipped MammoNet-tiny
+
+    directory = Path(directory) if directory is not None else EMBEDDED_MAMMONET
+    if not directory.is_dir():
+        raise ModelError(f"MammoNet folder {directory} not found; pass --features with a "
+                         "folder written by 'mame-eval train cad'")
+    model = MammoNet.from_pretrained(directory, device=device)
+    weights = next(directory.glob("*.safetensors"), None)
+    identity = f"mammonet:{file_sha256(weights) if weights else directory}"
+
+    def fn(batch: np.ndarray) -> np.ndarray:
+        x = torch.cat([to_input(img[..., 0], model.image_size) for img in batch]).to(device)
+        with torch.no_grad():
+            return model.embed(x).double().cpu().numpy()
+
+    return FeatureExtractor("mammonet", identity, fn,
+                            resize=f"{model.image_size}×{model.image_size}, bilinear antialiased")
+
+
 def load_extractor(spec: str, inception_weights: Path | None = None,
                    device: str = "cpu") -> FeatureExtractor:
     """``inception``, ``mammonet`` (the shipped classifier), a MammoNet folder or a ``.pt``."""
@@ -106,32 +133,10 @@ def load_extractor(spec: str, inception_weights: Path | None = None,
     if path.suffix in (".pt", ".pth", ".ts") and path.is_file():
         return _torchscript(path, device)
     if spec == "mammonet" or path.is_dir():
-        from mame_eval.cad.features import mammonet_extractor
-
         return mammonet_extractor(None if spec == "mammonet" else path, device=device)
     raise InputError(
         f"--features {spec!r}: expected 'inception', 'mammonet', a MammoNet folder or a "
         "TorchScript file (.pt)")
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly in ``folder``, sorted by name."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"{folder}: not a folder")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise InputError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    return files
-
-
-def load_rgb(path: Path) -> np.ndarray:
-    """An image as uint8 (H, W, 3): gray replicated, alpha dropped."""
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except Exception as exc:
-        raise InputError(f"{path}: not a readable image ({exc})") from None
 
 
 def extract_features(files: Sequence[Path], extractor: FeatureExtractor, batch_size: int = 16,

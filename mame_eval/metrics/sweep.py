@@ -188,8 +188,8 @@ def _training_pairs(settings: FidelitySettings, prompts: list[str]):
 def _classifier(settings: FidelitySettings, device: str):
     if settings.classifier == "none":
         return None
-    from mame_eval.cad.features import EMBEDDED_MAMMONET
     from mame_eval.cad.model import MammoNet
+    from mame_eval.models.loading import EMBEDDED_MAMMONET
 
     folder = EMBEDDED_MAMMONET if settings.classifier == "embedded" else Path(settings.classifier)
     return MammoNet.from_pretrained(folder, device=device)
@@ -205,8 +205,9 @@ def run_sweep(config: SweepConfig, progress: Callable[[int, int], None] | None =
 
     from mame_eval.cad.provenance import provenance
     from mame_eval.generation import generate
+    from mame_eval.images import load_rgb
     from mame_eval.metrics.assess import plot_tradeoff
-    from mame_eval.metrics.features import extract_features, load_extractor, load_rgb
+    from mame_eval.metrics.features import extract_features, load_extractor
     from mame_eval.metrics.fidelity import adherence_table, fidelity_records
 
     start = time.perf_counter()
@@ -219,7 +220,7 @@ def run_sweep(config: SweepConfig, progress: Callable[[int, int], None] | None =
     # Check every input before the first image is generated.
     extractor = real_files = None
     if config.fid is not None:
-        from mame_eval.metrics.features import list_images
+        from mame_eval.images import list_images
 
         try:
             real_files = list_images(config.fid.real)

@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 
 from mame_eval.errors import DataError, InputError, ModelError
+from mame_eval.images import IMAGE_SUFFIXES, image_files
 from mame_eval.io import atomic_path, write_json
 from mame_eval.models.loading import EMBEDDED_MAMMONET
 from mame_eval.stats.bootstrap import bootstrap_difference_ci, bootstrap_mean_ci
@@ -62,7 +63,6 @@ __all__ = ["DEFAULT_CAD", "SCORE_COLUMNS", "ExplainResult", "default_cad", "expl
 
 #: The shipped MammoNet-tiny (DESIGN §5), the default ``--cad`` once it exists.
 DEFAULT_CAD = EMBEDDED_MAMMONET  # the shipped MammoNet-tiny
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 LOCALIZATION = ("pointing_game", "relevance_mass", "relevance_rank", "energy_pointing")
 SCORE_COLUMNS = ("image", "group", "method", "lesion_score", *LOCALIZATION, "scored", "mask")
 _SUMMARISED = ("lesion_score", *LOCALIZATION)
@@ -90,12 +90,6 @@ class ExplainResult:
         return "\n".join(lines)
 
 
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                  and not p.name.startswith("."))
-
-
 def resolve_group(path: Path | str, masks: Path | str | None = None
                   ) -> tuple[Path, Path | None]:
     """``(images_dir, masks_dir or None)`` of a group folder (see the module docstring)."""
@@ -106,7 +100,7 @@ def resolve_group(path: Path | str, masks: Path | str | None = None
         masks = Path(masks)
         if not masks.is_dir():
             raise DataError(f"{masks}: no such folder of masks")
-        images = path / "images" if (path / "images").is_dir() and not _images_in(path) \
+        images = path / "images" if (path / "images").is_dir() and not image_files(path) \
             else path
         return images, masks
     if (path / "images").is_dir():
@@ -401,7 +395,7 @@ def explain(images_dir: Path | str | None = None, masks_dir: Path | str | None =
     resolved = _parse_groups(images_dir, masks_dir, groups, name)
     listing: dict[str, list[Path]] = {}
     for group, (img_dir, _) in resolved.items():
-        files = _images_in(img_dir)
+        files = image_files(img_dir)
         if not files:
             raise DataError(f"{img_dir}: no images ({', '.join(IMAGE_SUFFIXES)}) for group "
                             f"{group!r}")
