@@ -560,6 +560,9 @@ def main() -> None:
     """Console entry point: library errors become one line and a non-zero exit."""
     # Warnings are for the user, not a traceback: one line without the source line.
     warnings.formatwarning = _one_line_warning
+    from mame_eval.provenance import set_command_line
+
+    set_command_line(sys.argv[1:])
     try:
         app()
     except MameError as exc:

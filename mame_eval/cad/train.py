@@ -51,10 +51,10 @@ from torch import nn
 
 from mame_eval.cad.data import Sample, load_images, load_masks, load_samples, split_by_source
 from mame_eval.cad.model import ATTRIBUTES, MammoNet, MammoNetConfig
-from mame_eval.cad.provenance import describe_device, digest_files, provenance
 from mame_eval.config import load_config
 from mame_eval.errors import ConfigError, DataError
 from mame_eval.io import write_json, write_jsonl, write_text
+from mame_eval.provenance import describe_device, digest_files, provenance
 
 __all__ = ["CadTrainConfig", "CadTrainResult", "evaluate", "load_cad_config",
            "train_cad"]

@@ -154,7 +154,7 @@ def diversity_run(out: Path, *, model: str | None = None, images: Path | None = 
     ``out/images/g<scale>/`` (resumable), then the MS-SSIM statistics of
     :func:`mame_eval.metrics.diversity.diversity`. With ``images``: one row, empty guidance.
     """
-    from mame_eval.cad.provenance import provenance
+    from mame_eval.provenance import provenance
 
     start = time.perf_counter()
     if protocol not in PROTOCOLS:

@@ -203,12 +203,12 @@ def run_sweep(config: SweepConfig, progress: Callable[[int, int], None] | None =
     """
     import warnings
 
-    from mame_eval.cad.provenance import provenance
     from mame_eval.generation import generate
     from mame_eval.images import load_rgb
     from mame_eval.metrics.assess import plot_tradeoff
     from mame_eval.metrics.features import extract_features, load_extractor
     from mame_eval.metrics.fidelity import adherence_table, fidelity_records
+    from mame_eval.provenance import provenance
 
     start = time.perf_counter()
     out = Path(config.out)

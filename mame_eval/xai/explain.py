@@ -322,7 +322,7 @@ def _load_cad(cad, layer, lesion_index, channels, image_size, device):
 
 
 def _cad_inputs(cad, classifier) -> dict:
-    from mame_eval.cad.provenance import digest_files
+    from mame_eval.provenance import digest_files
 
     info = {"source": classifier.source, "kind": classifier.kind,
             "layer": classifier.layer_name or getattr(classifier.model, "gradcam_layer_name", None),
@@ -486,7 +486,7 @@ def explain(images_dir: Path | str | None = None, masks_dir: Path | str | None =
         png, pdf = _heatmaps([r for r in figure_rows if r is not None], methods, out)
         files["heatmaps_png"], files["heatmaps_pdf"] = png, pdf
 
-    from mame_eval.cad.provenance import describe_device, digest_files, provenance
+    from mame_eval.provenance import describe_device, digest_files, provenance
 
     inputs = {}
     for group, (img_dir, m_dir) in resolved.items():

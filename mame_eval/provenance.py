@@ -11,7 +11,25 @@ from pathlib import Path
 
 from mame_eval.io import file_sha256
 
-__all__ = ["describe_device", "digest_files", "provenance", "versions"]
+__all__ = ["command_line", "describe_device", "describe_input", "digest_files", "provenance",
+           "set_command_line", "versions"]
+
+#: the command line of this process when it was started by the ``mame-eval`` CLI (set by
+#: :func:`mame_eval.cli.main`); library callers leave it None and provenance names the run kind.
+_COMMAND_LINE: str | None = None
+
+
+def set_command_line(argv: list[str]) -> None:
+    """Record how this process was started (``mame-eval diversity --out …``) for provenance."""
+    import shlex
+
+    global _COMMAND_LINE
+    _COMMAND_LINE = shlex.join(["mame-eval", *argv])
+
+
+def command_line(default: str) -> str:
+    """The recorded command line, or ``default`` (the run kind) when called as a library."""
+    return _COMMAND_LINE or default
 
 _PACKAGES = ("mame-eval", "torch", "torchvision", "captum", "numpy", "scipy", "safetensors",
              "pydantic")
@@ -38,6 +56,18 @@ def digest_files(paths: Iterable[Path], root: Path | None = None) -> dict:
     entries.sort()
     return {"n_files": len(entries),
             "sha256": hashlib.sha256("\n".join(entries).encode()).hexdigest()}
+
+
+def describe_input(path: Path | str, files: Iterable[Path] | None = None) -> dict:
+    """``{"path", "sha256", "n_files"}`` of an input file or folder (its ``files``, default:
+    every file below it), the record that lets a report tell whether two runs saw the same
+    data."""
+    path = Path(path)
+    if path.is_file():
+        return {"path": str(path), "sha256": file_sha256(path), "n_files": 1}
+    if files is None:
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+    return {"path": str(path), **digest_files(files, root=path)}
 
 
 def provenance(*, command: str, settings: dict, inputs: dict, device: str,
