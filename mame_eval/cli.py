@@ -444,7 +444,7 @@ def diversity(
     out: Path = typer.Option(..., help="Output folder (table, figure, provenance, images)."),
 ) -> None:
     """MS-SSIM diversity per guidance scale (paper Table 3) with bootstrap CIs."""
-    from mame_eval.metrics.assess import diversity_run, parse_guidance
+    from mame_eval.journeys.diversity import diversity_run, parse_guidance
 
     if model is not None and images is not None:
         raise typer.BadParameter("give --model or --images, not both")
@@ -473,25 +473,29 @@ def fid(
                                                   "(nothing is downloaded)."),
     cache_dir: Path | None = typer.Option(None, help="Feature cache folder (default: none)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    out: Path | None = typer.Option(None, help="Also write fid.csv, provenance.json and "
+                                    "run.json into this folder (for `mame-eval report`)."),
 ) -> None:
     """FID and KID (with a bootstrap CI of FID) between two folders of images."""
     import json
 
-    from mame_eval.metrics.assess import fid_run
+    from mame_eval.journeys.fid import fid_run
 
-    result = fid_run(real, synthetic, features=features, inception_weights=inception_weights,
-                     cache_dir=cache_dir)
-    for warning in result.pop("warnings"):
-        typer.echo(f"warning: {warning}", err=True)
+    record = fid_run(real, synthetic, features=features, inception_weights=inception_weights,
+                     cache_dir=cache_dir, out=out)
+    for note in record.notes:
+        typer.echo(f"warning: {note}", err=True)
+    result = record.summary
     if json_out:
-        result.pop("resize")
-        typer.echo(json.dumps(result, indent=2))
+        typer.echo(json.dumps({k: v for k, v in result.items() if k != "resize"}, indent=2))
     else:
         lo, hi = result["fid_ci"]
         typer.echo(f"FID {result['fid']:.4f} (95 % CI {lo:.4f}–{hi:.4f}), KID "
                    f"{result['kid']:.5f} ± {result['kid_std']:.5f}; n real {result['n_real']}, "
                    f"n synthetic {result['n_synthetic']}; features {result['features']} "
                    f"({result['resize']})")
+    if out is not None:
+        typer.echo(f"written: {', '.join(str(f) for f in record.files)}")
 
 
 @app.command()
@@ -507,7 +511,7 @@ def sweep(
     generates what is missing); writes OUT/sweep.csv (one row per scale), diversity.csv,
     fidelity.csv, records.csv, tradeoff.png/.pdf and provenance.json.
     """
-    from mame_eval.metrics.sweep import load_sweep_config, run_sweep
+    from mame_eval.journeys.sweep import load_sweep_config, run_sweep
 
     config = load_sweep_config(definition, set_)
     update, bar = _progress_bar(f"sweep {config.name}", unit="unit")

@@ -75,8 +75,8 @@ def run_demo(out: Path, n: int = 200, seed: int = 0,
     from mame_eval.data.phantoms import write_phantom_dataset
     from mame_eval.data.prepare import PrepareSettings, prepare_dataset
     from mame_eval.generation import synthesize
-    from mame_eval.metrics.assess import diversity_run
-    from mame_eval.metrics.sweep import FidSettings, SweepConfig, run_sweep
+    from mame_eval.journeys.diversity import diversity_run
+    from mame_eval.journeys.sweep import FidSettings, SweepConfig, run_sweep
     from mame_eval.models import default_model, load_pipeline
     from mame_eval.studies.study import create_study
     from mame_eval.xai.explain import default_cad, explain
@@ -127,7 +127,8 @@ def run_demo(out: Path, n: int = 200, seed: int = 0,
         fid=FidSettings(real=prepared / "healthy", features="mammonet", n_boot=100))
     sweep = run_sweep(config, pipe=pipe)
     row = sweep.table.set_index("guidance").loc[4.0]
-    fidelity = sweep.fidelity[sweep.fidelity["guidance"] == 4.0].set_index("attribute")
+    fidelity = sweep.tables["fidelity"]
+    fidelity = fidelity[fidelity["guidance"] == 4.0].set_index("attribute")
     names = {"area|extrapolated": "siemens+area (extrapolated)"}
     adherence = ", ".join(f"{names.get(a, a)} {r['accuracy']:.0%} (n = {int(r['n'])})"
                           for a, r in fidelity.iterrows())

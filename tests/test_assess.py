@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from mame_eval.errors import InputError
-from mame_eval.metrics.assess import DIVERSITY_COLUMNS, diversity_run, fid_run, parse_guidance
+from mame_eval.journeys.diversity import DIVERSITY_COLUMNS, diversity_run, parse_guidance
+from mame_eval.journeys.fid import fid_run
 
 pytest_plugins = ["conftest_models"]
 
@@ -92,10 +93,12 @@ def test_fid_between_folders_with_a_torchscript_extractor(tmp_path):
             Image.fromarray(arr).save(tmp_path / name / f"{i}.png")
     ext = tmp_path / "ext.pt"
     torch.jit.script(MeanStd()).save(str(ext))
-    result = fid_run(tmp_path / "real", tmp_path / "syn", features=str(ext), n_boot=50,
-                     cache_dir=tmp_path / "cache")
+    record = fid_run(tmp_path / "real", tmp_path / "syn", features=str(ext), n_boot=50,
+                     cache_dir=tmp_path / "cache", out=tmp_path / "fid")
+    result = record.summary
+    assert (tmp_path / "fid" / "run.json").is_file() and (tmp_path / "fid" / "fid.csv").is_file()
     assert {"fid", "kid", "kid_std", "n_real", "n_synthetic", "features", "fid_ci"} <= set(result)
     assert result["n_real"] == result["n_synthetic"] == 12
     assert result["fid"] > 0.01 and result["fid_ci"][0] <= result["fid_ci"][1]
-    same = fid_run(tmp_path / "real", tmp_path / "real", features=str(ext), n_boot=20)
+    same = fid_run(tmp_path / "real", tmp_path / "real", features=str(ext), n_boot=20).summary
     assert same["fid"] == pytest.approx(0.0, abs=1e-9)

@@ -139,7 +139,7 @@ def test_shipped_mammonet_finds_lesions_and_attributes_on_unseen_phantoms(fresh_
 def test_shipped_mame_tiny_follows_its_prompts(tmp_path):
     """A small version of generation/tiny-adherence.toml (whose full figures are in the issue
     note): area is measured exactly, view and density by the shipped MammoNet-tiny."""
-    from mame_eval.metrics.sweep import SweepConfig, run_sweep
+    from mame_eval.journeys.sweep import SweepConfig, run_sweep
 
     prompts = [f"a hologic mammogram in {view} view with {area} area"
                for view in ("CC", "MLO") for area in ("small", "big")]
@@ -147,7 +147,7 @@ def test_shipped_mame_tiny_follows_its_prompts(tmp_path):
                 for view in ("CC", "MLO") for density in ("very low", "very high")]
     report = run_sweep(SweepConfig(name="t", out=tmp_path, prompts=prompts, guidance=[4.0], n=4,
                                    diversity=False))
-    table = report.fidelity.set_index("attribute")
+    table = report.tables["fidelity"].set_index("attribute")
     assert table.loc["area", "n"] == 16 and table.loc["view", "n"] == 32
     assert table.loc["area", "accuracy"] >= 0.75
     assert table.loc["view", "accuracy"] >= 0.9

@@ -9,8 +9,8 @@ import torch
 
 from mame_eval.errors import ConfigError
 from mame_eval.images import load_rgb
+from mame_eval.journeys.sweep import load_sweep_config, real_images_like, run_sweep
 from mame_eval.metrics.diversity import diversity, mean_over_sets
-from mame_eval.metrics.sweep import load_sweep_config, real_images_like, run_sweep
 
 pytest_plugins = ["conftest_models"]
 pytestmark = [

@@ -72,6 +72,15 @@ class RunRecord:
     started: float = field(default_factory=time.perf_counter)
     files: list[Path] = field(default_factory=list)
 
+    @property
+    def table(self) -> pd.DataFrame:
+        """The main table: the one named like the run's kind, else the first."""
+        if self.kind in self.tables:
+            return self.tables[self.kind]
+        if not self.tables:
+            raise KeyError(f"run {self.kind!r} has no table")
+        return next(iter(self.tables.values()))
+
     def note(self, message: str) -> None:
         """Add a note once (the same warning from every guidance scale is one note)."""
         if message not in self.notes:

@@ -77,7 +77,8 @@ def new_figure(width: float | str = "column", height: float | None = None, nrows
         raise ValueError(f"width {width!r}: expected inches, 'column' or 'page'")
     h = height if height is not None else 0.72 * float(w) * nrows / ncols
     with style():
-        fig = Figure(figsize=(float(w), h), facecolor="black" if dark else "white")
+        fig = Figure(figsize=(float(w), h), facecolor="black" if dark else "white",
+                     layout="constrained")
         axes = fig.subplots(nrows, ncols, **subplot_kw)
     return fig, axes
 

@@ -3,27 +3,29 @@
 For each guidance scale of the sweep definition, images of every prompt are generated into a
 resumable run (``OUT/images/g<scale>/p<k>/``) and measured:
 
-* **diversity** — mean MS-SSIM among the images of one prompt (:mod:`.diversity`), per prompt
+* **diversity** — mean MS-SSIM among the images of one prompt
+  (:mod:`mame_eval.metrics.diversity`), per prompt
   (``diversity.csv``) and averaged over prompts (``sweep.csv``) with a bootstrap CI that
   resamples the noise seeds, which the prompts share, jointly;
   optionally the same statistic among real images of the same attributes (``real_baseline``);
-* **FID / KID** — all images of a scale against a real reference folder (:mod:`.distribution`),
+* **FID / KID** — all images of a scale against a real reference folder
+  (:mod:`mame_eval.metrics.distribution`),
   features cached by content hash in ``OUT/cache`` so the reference is extracted once;
-* **prompt fidelity** — requested vs measured attributes (:mod:`.fidelity`): area by the breast
+* **prompt fidelity** — requested vs measured attributes (:mod:`mame_eval.metrics.fidelity`):
+  area by the breast
   mask of ``prepare``, view/density/vendor by a MammoNet's heads; attributes a vendor was never
   trained with are reported apart as concept extrapolation.
 
 Outputs: ``sweep.csv`` (one row per scale), ``diversity.csv``, ``fidelity.csv``,
-``records.csv`` (one row per image), ``tradeoff.png``/``.pdf`` and ``provenance.json``. A rerun
+``records.csv`` (one row per image), ``tradeoff.png``/``.pdf``, ``provenance.json`` and
+``run.json``. A rerun
 generates only missing images and recomputes the tables.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +33,11 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mame_eval.errors import ConfigError, InputError
-from mame_eval.io import atomic_path, read_jsonl, write_json
+from mame_eval.io import read_jsonl
+from mame_eval.journeys.record import RunRecord
 from mame_eval.metrics.diversity import PROTOCOLS, DiversityResult, diversity, mean_over_sets
 from mame_eval.prompts import parse
+from mame_eval.provenance import describe_input
 
 #: What the paper's fusion model was taught (DESIGN §1): area only on Hologic images, density
 #: only on Siemens, view on both. The default reference for concept extrapolation.
@@ -111,7 +115,7 @@ class SweepConfig(BaseModel):
         return value
 
     def scales(self) -> list[float]:
-        from mame_eval.metrics.assess import parse_guidance
+        from mame_eval.journeys.diversity import parse_guidance
 
         if isinstance(self.guidance, str):
             return parse_guidance(self.guidance)
@@ -157,21 +161,6 @@ def real_images_like(prepared: Path, prompt: str, n: int, seed: int = 0) -> list
 # --------------------------------------------------------------------------- the sweep
 
 
-@dataclass
-class SweepReport:
-    table: pd.DataFrame
-    diversity: pd.DataFrame
-    fidelity: pd.DataFrame
-    files: list[Path]
-    notes: list[str]
-
-
-def _save_csv(frame: pd.DataFrame, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
-    return path
-
-
 def _training_pairs(settings: FidelitySettings, prompts: list[str]):
     from mame_eval.metrics.fidelity import training_combinations
 
@@ -196,22 +185,25 @@ def _classifier(settings: FidelitySettings, device: str):
 
 
 def run_sweep(config: SweepConfig, progress: Callable[[int, int], None] | None = None,
-              pipe=None) -> SweepReport:
+              pipe=None) -> RunRecord:
     """Generate (resumably) and measure every scale of ``config``; write the tables.
 
     ``pipe``: an already loaded pipeline of ``config.model`` (else loaded when needed).
+
+    Returns:
+        the written :class:`RunRecord`: tables ``sweep`` (one row per scale, also
+        ``record.table``), ``diversity``, ``fidelity`` and ``records``; figure ``tradeoff``.
     """
     import warnings
 
     from mame_eval.generation import generate
     from mame_eval.images import load_rgb
-    from mame_eval.metrics.assess import plot_tradeoff
     from mame_eval.metrics.features import extract_features, load_extractor
     from mame_eval.metrics.fidelity import adherence_table, fidelity_records
-    from mame_eval.provenance import provenance
+    from mame_eval.reports.diversity import tradeoff_figure
 
-    start = time.perf_counter()
-    out = Path(config.out)
+    record = RunRecord(kind="sweep", out=Path(config.out))
+    out = record.out
     scales = config.scales()
     count = config.n if config.protocol == "all-pairs" else 2 * config.n
     from mame_eval.models.loading import default_device
@@ -339,27 +331,28 @@ def run_sweep(config: SweepConfig, progress: Callable[[int, int], None] | None =
                                                 "ci_low", "ci_high", "n_images", "n_pairs"])
     fid_table = pd.DataFrame(fid_rows, columns=["guidance", "attribute", "n", "correct",
                                                 "accuracy", "ci_low", "ci_high"])
-    out.mkdir(parents=True, exist_ok=True)
-    files = [_save_csv(table, out / "sweep.csv")]
+    record.tables["sweep"] = table
     if config.diversity:
-        files.append(_save_csv(div_table, out / "diversity.csv"))
+        record.tables["diversity"] = div_table
     if config.fidelity is not None:
-        files.append(_save_csv(fid_table, out / "fidelity.csv"))
-        files.append(_save_csv(pd.concat(records, ignore_index=True), out / "records.csv"))
-    files += plot_tradeoff(table, out / "tradeoff", f"{config.name}: "
-                           f"{config.model or 'embedded MAM-E-tiny'}")
-    notes = sorted(set(notes))
-    write_json(out / "provenance.json", provenance(
-        command="sweep", device=str(pipe.device) if pipe is not None else str(device),
-        settings=config.model_dump(mode="json"),
-        inputs={"model": config.model or "embedded MAM-E-tiny",
-                "fid_features": extractor.identity if extractor else None,
-                "fidelity_classifier": (config.fidelity.classifier if config.fidelity else None),
-                "extrapolation_reference": (sorted(map(list, training)) if training else None)},
-        wall_time_s=round(time.perf_counter() - start, 3), notes=notes))
-    files.append(out / "provenance.json")
-    return SweepReport(table=table, diversity=div_table, fidelity=fid_table, files=files,
-                       notes=notes)
+        record.tables["fidelity"] = fid_table
+        record.tables["records"] = pd.concat(records, ignore_index=True)
+    record.figures["tradeoff"] = tradeoff_figure(
+        table, f"{config.name}: {config.model or 'embedded MAM-E-tiny'}")
+    for note in sorted(set(notes)):
+        record.note(note)
+    record.device = str(pipe.device) if pipe is not None else str(device)
+    record.settings = config.model_dump(mode="json")
+    record.inputs = {
+        "model": config.model or "embedded MAM-E-tiny",
+        "fid_real": describe_input(config.fid.real, real_files) if config.fid else None,
+        "fid_features": extractor.identity if extractor else None,
+        "fidelity_classifier": (config.fidelity.classifier if config.fidelity else None),
+        "extrapolation_reference": (sorted(map(list, training)) if training else None)}
+    record.extra_files.append(out / "images")
+    record.summary = {"name": config.name, "guidance": [float(g) for g in scales],
+                      "n_images_per_scale": int(count * len(config.prompts))}
+    return record.write()
 
 
 def _expected_fields(config: SweepConfig, pipe=None) -> dict:

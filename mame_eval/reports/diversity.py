@@ -1,0 +1,85 @@
+"""Diversity figures: MS-SSIM against guidance (paper Table 3 as a curve) and the sweep's
+fidelity–diversity trade-off."""
+
+from __future__ import annotations
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from mame_eval.reports.style import PALETTE, new_figure
+
+__all__ = ["diversity_figure", "tradeoff_figure"]
+
+
+def diversity_figure(table: pd.DataFrame, title: str) -> Figure:
+    """Mean MS-SSIM per guidance scale with its bootstrap CI band; a folder of images (empty
+    guidance) is one point with its CI.
+
+    Args:
+        table: ``diversity.csv`` rows (guidance, mean, ci_low, ci_high, n_images, …).
+        title: the model and prompt, or the folder.
+    """
+    fig, ax = new_figure("column", height=2.6)
+    rows = table.dropna(subset=["guidance"]).sort_values("guidance")
+    if len(rows):
+        ax.plot(rows["guidance"], rows["mean"], "o-", color=PALETTE[0], label="mean MS-SSIM")
+        ax.fill_between(rows["guidance"], rows["ci_low"], rows["ci_high"], color=PALETTE[0],
+                        alpha=0.25, linewidth=0, label="95 % bootstrap CI")
+        ax.set_xlabel("guidance scale")
+        n = sorted({int(v) for v in rows["n_images"]})
+        ax.text(0.99, 0.02, f"n = {', '.join(map(str, n))} images per scale",
+                transform=ax.transAxes, ha="right", va="bottom", fontsize=6.5)
+    else:  # a folder of images: one estimate, drawn as a point with its CI
+        row = table.iloc[0]
+        ax.errorbar([0], [row["mean"]], yerr=[[row["mean"] - row["ci_low"]],
+                                             [row["ci_high"] - row["mean"]]],
+                    fmt="o", color=PALETTE[0], capsize=4,
+                    label="mean MS-SSIM, 95 % bootstrap CI")
+        ax.set_xticks([0], [f"{int(row['n_images'])} images"])
+        ax.set_xlim(-1, 1)
+    ax.set_ylabel("MS-SSIM (lower = more diverse)")
+    ax.set_title(title, fontsize=7)
+    # below the axes: a legend never covers the curve
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    return fig
+
+
+def tradeoff_figure(table: pd.DataFrame, title: str) -> Figure:
+    """Per guidance scale: diversity (MS-SSIM), mean prompt adherence and FID where measured
+    (left); adherence against MS-SSIM with each point labelled by its scale (right)."""
+    fig, (left, right) = new_figure("page", height=3.0, ncols=2)
+    rows = table.sort_values("guidance")
+    g = rows["guidance"]
+    handles = []
+    if "ms_ssim" in rows:
+        handles += left.plot(g, rows["ms_ssim"], "o-", color=PALETTE[0],
+                             label="MS-SSIM (lower = more diverse)")
+        left.fill_between(g, rows["ms_ssim_ci_low"], rows["ms_ssim_ci_high"], color=PALETTE[0],
+                          alpha=0.2, linewidth=0)
+    if "mean_adherence" in rows:
+        handles += left.plot(g, rows["mean_adherence"], "s-", color=PALETTE[2],
+                             label="mean prompt adherence")
+    left.set_xlabel("guidance scale")
+    left.set_ylim(0, 1.02)
+    if "fid" in rows:
+        twin = left.twinx()
+        twin.grid(False)
+        handles += twin.plot(g, rows["fid"], "^--", color=PALETTE[3], label="FID")
+        twin.fill_between(g, rows["fid_ci_low"], rows["fid_ci_high"], color=PALETTE[3],
+                          alpha=0.12, linewidth=0)
+        twin.set_ylabel("FID", color=PALETTE[3])
+    if handles:
+        left.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
+    if "ms_ssim" in rows and "mean_adherence" in rows:
+        right.plot(rows["ms_ssim"], rows["mean_adherence"], "o-", color=PALETTE[4])
+        for x, y, label in zip(rows["ms_ssim"], rows["mean_adherence"], g, strict=True):
+            right.annotate(f"{label:g}", (x, y), textcoords="offset points", xytext=(4, 4),
+                           fontsize=6.5)
+        right.set_xlabel("MS-SSIM (lower = more diverse)")
+        right.set_ylabel("mean prompt adherence")
+    else:
+        right.axis("off")
+        right.text(0.5, 0.5, "trade-off needs diversity and fidelity", ha="center",
+                   va="center", fontsize=7)
+    fig.suptitle(title, fontsize=8)
+    return fig
