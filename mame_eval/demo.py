@@ -76,10 +76,10 @@ def run_demo(out: Path, n: int = 200, seed: int = 0,
     from mame_eval.data.prepare import PrepareSettings, prepare_dataset
     from mame_eval.generation import synthesize
     from mame_eval.journeys.diversity import diversity_run
+    from mame_eval.journeys.explain import default_cad, explain
     from mame_eval.journeys.sweep import FidSettings, SweepConfig, run_sweep
     from mame_eval.models import default_model, load_pipeline
     from mame_eval.studies.study import create_study
-    from mame_eval.xai.explain import default_cad, explain
 
     start = time.perf_counter()
     out = Path(out)
@@ -147,7 +147,7 @@ def run_demo(out: Path, n: int = 200, seed: int = 0,
 
     xai = explain(groups={"real": prepared / "lesion", "inpainted": syn}, out=out / "explain",
                   max_images=16, n_boot=500, seed=seed)
-    means = xai.summary.set_index(["group", "method"])
+    means = xai.tables["summary"].set_index(["group", "method"])
     parts = []
     for group in ("real", "inpainted"):
         r = means.loc[(group, "gradcam")]

@@ -14,9 +14,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mame_eval.cad.model import MammoNet
+from mame_eval.cli import explain_command, parse_groups, train_cad_command
 from mame_eval.errors import InputError, ModelError
-from mame_eval.xai.commands import explain_command, parse_groups, train_cad_command
-from mame_eval.xai.explain import SCORE_COLUMNS, explain, resolve_group
+from mame_eval.journeys.explain import SCORE_COLUMNS, explain, render_summary, resolve_group
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 SCORES = ("pointing_game", "relevance_mass", "relevance_rank", "energy_pointing")
@@ -92,7 +92,7 @@ def test_explain_two_groups_writes_every_output(world):
     assert prov["inputs"]["groups"]["real"]["images"]["n_files"] == n_lesion
     with Image.open(out / "heatmaps.png") as im:
         assert im.size[0] > 300 and im.size[1] > 300
-    assert result.comparison is not None and "relevance mass" in result.render()
+    assert "comparison" in result.tables and "relevance mass" in render_summary(result)
 
 
 def test_images_without_masks_are_kept_but_not_scored(world):
@@ -119,7 +119,7 @@ def test_group_folders_resolve_masks(world):
 
 
 def test_errors_are_one_line(world, monkeypatch, tmp_path):
-    import mame_eval.xai.explain as explain_module
+    import mame_eval.journeys.explain as explain_module
 
     # Without --cad the shipped MammoNet-tiny is used; when it is missing, one clear line.
     assert explain_module.default_cad() == explain_module.EMBEDDED_MAMMONET

@@ -4,9 +4,9 @@
   one 2-D map per image.
 * :mod:`mame_eval.xai.localization` — pointing game, relevance mass / rank accuracy, energy
   pointing game: how much of a map falls in the lesion mask.
-* :mod:`mame_eval.xai.explain` — ``mame-eval explain``: maps, scores, summaries with CIs, group
-  comparisons and the Fig.-18-style heatmap sheet.
-* :mod:`mame_eval.xai.commands` — the Typer commands the CLI mounts.
+
+Calculations only (arrays in, numbers out); the ``mame-eval explain`` journey that reads
+images, summarises and draws is :mod:`mame_eval.journeys.explain`.
 """
 
 from mame_eval.xai.localization import (

@@ -19,7 +19,7 @@ lesion — a 0/255 PNG mask works as it is), and returns a float in ``[0, 1]``.
 Defined edge cases (NaN is never returned):
 
 * **Empty mask** (no lesion pixel) — :class:`~mame_eval.errors.InputError`: a localisation
-  score needs a lesion. (:func:`mame_eval.xai.explain.explain` leaves such images unscored.)
+  score needs a lesion. (:func:`mame_eval.journeys.explain.explain` leaves such images unscored.)
 * **Non-finite values** in ``attr`` — :class:`~mame_eval.errors.InputError`.
 * **All-zero map** — every score is ``0.0``: a map that attributes nothing points nowhere, so
   in particular not at the lesion (the conservative choice; a method whose map vanishes is not

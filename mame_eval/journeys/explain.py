@@ -36,15 +36,13 @@ Outputs in ``out``:
   ``heatmap_rows``, spread over the groups), columns: the image with its lesion box(es), then
   one overlay per method (its positive part, scaled to the 99.5th percentile for display),
   each titled with its relevance mass.
-* ``provenance.json`` — versions, device, settings, input hashes, wall time.
+* ``provenance.json`` — versions, device, settings, input hashes, wall time; ``run.json``.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,13 +50,13 @@ import pandas as pd
 
 from mame_eval.errors import DataError, InputError, ModelError
 from mame_eval.images import IMAGE_SUFFIXES, image_files
-from mame_eval.io import atomic_path, write_json
+from mame_eval.journeys.record import RunRecord
 from mame_eval.models.loading import EMBEDDED_MAMMONET
 from mame_eval.stats.bootstrap import bootstrap_difference_ci, bootstrap_mean_ci
 from mame_eval.xai.attribution import METHODS, attribute, default_occlusion_window
 from mame_eval.xai.localization import localization_scores
 
-__all__ = ["DEFAULT_CAD", "SCORE_COLUMNS", "ExplainResult", "default_cad", "explain",
+__all__ = ["DEFAULT_CAD", "SCORE_COLUMNS", "default_cad", "explain", "render_summary",
            "resolve_group"]
 
 #: The shipped MammoNet-tiny (DESIGN §5), the default ``--cad`` once it exists.
@@ -68,26 +66,17 @@ SCORE_COLUMNS = ("image", "group", "method", "lesion_score", *LOCALIZATION, "sco
 _SUMMARISED = ("lesion_score", *LOCALIZATION)
 
 
-@dataclass
-class ExplainResult:
-    """What :func:`explain` wrote (``files``) and its tables."""
-
-    out: Path
-    scores: pd.DataFrame
-    summary: pd.DataFrame
-    comparison: pd.DataFrame | None
-    files: dict[str, Path] = field(default_factory=dict)
-
-    def render(self) -> str:
-        """A short text table of the summary (mean relevance mass and pointing game)."""
-        lines = []
-        for row in self.summary.itertuples(index=False):
-            mass = "n/a" if pd.isna(row.relevance_mass_mean) else f"{row.relevance_mass_mean:.3f}"
-            pg = "n/a" if pd.isna(row.pointing_game_mean) else f"{row.pointing_game_mean:.3f}"
-            lines.append(f"{row.group:>12} {row.method:>9}: relevance mass {mass}, pointing "
-                         f"game {pg} (n={row.n_scored} of {row.n_images})")
-        lines.append(f"outputs in {self.out}: " + ", ".join(p.name for p in self.files.values()))
-        return "\n".join(lines)
+def render_summary(record: RunRecord) -> str:
+    """A short text table of an explain run's summary (mean relevance mass and pointing game
+    per group and method, with n)."""
+    lines = []
+    for row in record.tables["summary"].itertuples(index=False):
+        mass = "n/a" if pd.isna(row.relevance_mass_mean) else f"{row.relevance_mass_mean:.3f}"
+        pg = "n/a" if pd.isna(row.pointing_game_mean) else f"{row.pointing_game_mean:.3f}"
+        lines.append(f"{row.group:>12} {row.method:>9}: relevance mass {mass}, pointing "
+                     f"game {pg} (n={row.n_scored} of {row.n_images})")
+    lines.append(f"outputs in {record.out}: " + ", ".join(p.name for p in record.files))
+    return "\n".join(lines)
 
 
 def resolve_group(path: Path | str, masks: Path | str | None = None
@@ -214,72 +203,12 @@ def _compare(scores: pd.DataFrame, groups: list[str], methods: list[str], n_boot
     return frame
 
 
-def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.6g", na_rep="")
-    return path
-
-
 def _boxes(mask: np.ndarray) -> list[tuple[float, float, float, float]]:
     from scipy import ndimage
 
     labels, _ = ndimage.label(mask)
     return [(s[1].start - 0.5, s[0].start - 0.5, s[1].stop - 0.5, s[0].stop - 0.5)
             for s in ndimage.find_objects(labels) if s is not None]
-
-
-def _heatmaps(rows: list[dict], methods: list[str], out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
-    titles = {"gradcam": "Grad-CAM", "saliency": "Saliency", "occlusion": "Occlusion"}
-    n_rows, n_cols = max(1, len(rows)), 1 + len(methods)
-    tile = 2.4
-    aspect = rows[0]["image"].shape[0] / rows[0]["image"].shape[1] if rows else 1.0
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(n_cols * tile, n_rows * tile * aspect + 0.5),
-                             squeeze=False, facecolor="black")
-    for ax in axes.flat:
-        ax.set_axis_off()
-    for r, row in enumerate(rows):
-        image, boxes = row["image"], row["boxes"]
-        for c in range(n_cols):
-            ax = axes[r, c]
-            ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="lanczos")
-            if c == 0:
-                short = row["name"] if len(row["name"]) <= 22 else row["name"][:19] + "…"
-                ax.set_title(f"{row['group']}: {short}\np(lesion) = {row['score']:.2f}",
-                             color="white", fontsize=6.5)
-            else:
-                method = methods[c - 1]
-                # display only: positive part, scaled to its 99.5th percentile (a few hot
-                # pixels must not hide the rest of a sparse saliency map)
-                heat = np.clip(row["maps"][method], 0.0, None)
-                top = float(np.quantile(heat, 0.995))
-                top = top if top > 0 else float(heat.max())
-                heat = np.clip(heat / top, 0.0, 1.0) if top > 0 else heat
-                ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0,
-                          interpolation="bilinear")
-                mass = row["mass"].get(method)
-                label = titles.get(method, method)
-                if mass is not None:
-                    label += f"\nrelevance mass {mass:.2f}"
-                ax.set_title(label, color="white", fontsize=6.5)
-            for x0, y0, x1, y1 in boxes:
-                ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False,
-                                       lw=1.2 if c == 0 else 0.8,
-                                       edgecolor="#40ff40" if c == 0 else "white"))
-    fig.tight_layout()
-    paths = []
-    for ext in ("png", "pdf"):
-        path = out / f"heatmaps.{ext}"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=ext, dpi=130, facecolor="black")
-        paths.append(path)
-    plt.close(fig)
-    return paths
 
 
 def _parse_groups(images_dir, masks_dir, groups, name: str) -> dict[str, tuple[Path, Path | None]]:
@@ -346,7 +275,7 @@ def explain(images_dir: Path | str | None = None, masks_dir: Path | str | None =
             perturbations_per_eval: int = 32, noise_tunnel=None, tolerance: float = 0.0,
             max_images: int | None = None, heatmap_rows: int = 6, level: float = 0.95,
             n_boot: int = 2000, seed: int = 0, device: str = "cpu",
-            progress: Callable[[int, int], None] | None = None) -> ExplainResult:
+            progress: Callable[[int, int], None] | None = None) -> RunRecord:
     """Explain and score a lesion classifier on one or more groups of images.
 
     Args:
@@ -373,13 +302,14 @@ def explain(images_dir: Path | str | None = None, masks_dir: Path | str | None =
         progress: called as ``progress(done, total)`` images.
 
     Returns:
-        An :class:`ExplainResult`.
+        the written :class:`RunRecord`: tables ``scores``, ``summary`` and (two or more groups)
+        ``comparison``; figure ``heatmaps``.
 
     Raises:
         InputError / DataError: bad arguments or folders; ModelError: the classifier.
     """
-    start = time.perf_counter()
     from mame_eval.cad.data import read_gray
+    from mame_eval.reports.heatmaps import heatmap_figure
 
     methods = list(dict.fromkeys(methods))
     unknown = [m for m in methods if m not in METHODS]
@@ -409,8 +339,7 @@ def explain(images_dir: Path | str | None = None, masks_dir: Path | str | None =
                       "baseline": occlusion_baseline,
                       "perturbations_per_eval": perturbations_per_eval},
     }
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    record = RunRecord(kind="explain", out=Path(out), csv_float_format="%.6g")
 
     # Rows of the figure: round-robin over groups, images with masks first.
     per_group = math.ceil(heatmap_rows / len(resolved)) if heatmap_rows else 0
@@ -478,15 +407,15 @@ def explain(images_dir: Path | str | None = None, masks_dir: Path | str | None =
     summary = _summarise(scores, group_names, methods, n_boot, level, seed)
     comparison = _compare(scores, group_names, methods, n_boot, level, seed) \
         if len(group_names) >= 2 else None
-    files = {"scores": _write_csv(scores, out / "scores.csv"),
-             "summary": _write_csv(summary, out / "summary.csv")}
+    record.tables["scores"] = scores
+    record.tables["summary"] = summary
     if comparison is not None:
-        files["comparison"] = _write_csv(comparison, out / "comparison.csv")
+        record.tables["comparison"] = comparison
     if figure_rows:
-        png, pdf = _heatmaps([r for r in figure_rows if r is not None], methods, out)
-        files["heatmaps_png"], files["heatmaps_pdf"] = png, pdf
+        record.figures["heatmaps"] = heatmap_figure([r for r in figure_rows if r is not None],
+                                                    methods)
 
-    from mame_eval.provenance import describe_device, digest_files, provenance
+    from mame_eval.provenance import describe_device, digest_files
 
     inputs = {}
     for group, (img_dir, m_dir) in resolved.items():
@@ -512,10 +441,9 @@ def explain(images_dir: Path | str | None = None, masks_dir: Path | str | None =
         "seed": seed, "map_upsampling": "bilinear to the image size",
         "ci": "percentile bootstrap of the mean",
     }
-    prov = provenance(command="explain", settings=settings,
-                      inputs={"groups": inputs, "cad": _cad_inputs(cad, classifier)},
-                      device=describe_device(classifier.device),
-                      wall_time_s=time.perf_counter() - start)
-    files["provenance"] = out / "provenance.json"
-    write_json(files["provenance"], prov)
-    return ExplainResult(out, scores, summary, comparison, files)
+    record.settings = settings
+    record.inputs = {"groups": inputs, "cad": _cad_inputs(cad, classifier)}
+    record.device = describe_device(classifier.device)
+    record.summary = {"groups": group_names, "methods": methods,
+                      "n_images": {g: len(f) for g, f in listing.items()}}
+    return record.write(dpi=130)
