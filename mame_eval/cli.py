@@ -112,29 +112,21 @@ def mrmc(
     score: str = typer.Option("score", help="Rating/score column (higher = more positive)."),
     covariance: str = typer.Option("jackknife", help="AUC covariance: jackknife or delong."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    out: Path | None = typer.Option(None, help="Also write mrmc.json, modalities.csv, "
+                                    "provenance.json and run.json into this folder."),
 ) -> None:
     """Obuchowski–Rockette multi-reader multi-case ROC analysis (Hillis df), like RJafroc."""
     import json
 
-    import pandas as pd
+    from mame_eval.journeys.mrmc import mrmc_run
+    from mame_eval.studies.ratings import format_mrmc_table
 
-    from mame_eval.errors import InputError
-    from mame_eval.studies.ratings import format_mrmc_table, mrmc_analysis
-
-    if not ratings.is_file():
-        raise InputError(f"{ratings}: file not found")
-    try:
-        frame = pd.read_csv(ratings)
-    except Exception as exc:
-        raise InputError(f"{ratings}: not a readable CSV ({exc})") from None
-    try:
-        result, notes = mrmc_analysis(frame, reader=reader, modality=modality, case=case,
-                                      truth=truth, score=score, covariance=covariance)
-    except InputError as exc:
-        raise InputError(f"{ratings}: {exc}") from None
-    for note in notes:  # stderr: --json keeps exactly its documented shape
+    record = mrmc_run(ratings, reader=reader, modality=modality, case=case, truth=truth,
+                      score=score, covariance=covariance, out=out)
+    for note in record.notes:  # stderr: --json keeps exactly its documented shape
         typer.echo(f"note: {note}", err=True)
-    typer.echo(json.dumps(result, indent=2) if json_out else format_mrmc_table(result))
+    typer.echo(json.dumps(record.summary, indent=2) if json_out
+               else format_mrmc_table(record.summary))
 
 
 @app.command()

@@ -35,8 +35,6 @@ and ``provenance.json``.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -45,6 +43,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from torch import nn
@@ -53,8 +52,9 @@ from mame_eval.cad.data import Sample, load_images, load_masks, load_samples, sp
 from mame_eval.cad.model import ATTRIBUTES, MammoNet, MammoNetConfig
 from mame_eval.config import load_config
 from mame_eval.errors import ConfigError, DataError
-from mame_eval.io import write_json, write_jsonl, write_text
-from mame_eval.provenance import describe_device, digest_files, provenance
+from mame_eval.io import write_jsonl
+from mame_eval.journeys.record import RunRecord
+from mame_eval.provenance import describe_device, digest_files
 
 __all__ = ["CadTrainConfig", "CadTrainResult", "evaluate", "load_cad_config",
            "train_cad"]
@@ -390,25 +390,30 @@ def train_cad(config, progress: Callable[[int, int], None] | None = None) -> Cad
     }
     out_dir = Path(cfg.output_dir)
     model.cpu().save_pretrained(out_dir)
-    write_json(out_dir / "metrics.json", metrics)
     write_jsonl(out_dir / "history.jsonl", history)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["file", "source_id", "lesion", "split"])
     val_set = set(val_idx)
-    for i, s in enumerate(samples):
-        writer.writerow([str(s.path.relative_to(cfg.data_dir)), s.source_id, s.lesion,
-                         "val" if i in val_set else "train"])
-    write_text(out_dir / "split.csv", buf.getvalue())
+    split = pd.DataFrame([{"file": str(s.path.relative_to(cfg.data_dir)),
+                           "source_id": s.source_id, "lesion": s.lesion,
+                           "split": "val" if i in val_set else "train"}
+                          for i, s in enumerate(samples)],
+                         columns=["file", "source_id", "lesion", "split"])
     settings = cfg.model_dump(mode="json")
-    write_json(out_dir / "training_config.json", settings)
     inputs = {"data_dir": str(cfg.data_dir),
               "images": digest_files([s.path for s in samples], root=Path(cfg.data_dir))}
     if cfg.labels_csv:
         inputs["labels_csv"] = {"path": str(cfg.labels_csv),
                                 **digest_files([cfg.labels_csv])}
-    write_json(out_dir / "provenance.json", provenance(
-        command="train cad", settings=settings, inputs=inputs,
-        device=describe_device(device), wall_time_s=time.perf_counter() - start,
-        seed=cfg.seed))
+    lesion = metrics["lesion"]
+    record = RunRecord(
+        kind="train cad", out=out_dir, settings=settings, inputs=inputs,
+        tables={"split": split},
+        documents={"metrics": metrics, "training_config": settings},
+        summary={"lesion_auroc": lesion.get("auroc"), "lesion_auroc_ci": lesion.get("ci"),
+                 "n_pos": lesion.get("n_pos"), "n_neg": lesion.get("n_neg"),
+                 "n_train": n_train, "n_val": len(val_idx)},
+        device=describe_device(device), started=start,
+        extra_files=[out_dir / "history.jsonl", out_dir / "config.json",
+                     out_dir / "model.safetensors"],
+        provenance_extra={"seed": cfg.seed})
+    record.write()
     return CadTrainResult(out_dir, model, metrics, history)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mame_eval.io import atomic_path
+from mame_eval.reports.style import new_figure, save_figure
 
 
 def contact_sheet(
@@ -24,19 +24,14 @@ def contact_sheet(
     ``boxes[i]`` are ``(x0, y0, x1, y1)`` rectangles (pixel coordinates of image ``i``) drawn
     in colour. Returns ``out``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
     n = max(1, len(images))
     rows = (n + cols - 1) // cols
     first = images[0] if len(images) else np.zeros((4, 4), np.uint8)
     aspect = first.shape[0] / first.shape[1]
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * tile_inches,
-                                                  rows * tile_inches * aspect + 0.4),
-                             squeeze=False, facecolor="black")
+    fig, axes = new_figure(cols * tile_inches, rows * tile_inches * aspect + 0.4, nrows=rows,
+                           ncols=cols, dark=True, squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if i >= len(images):
@@ -49,9 +44,6 @@ def contact_sheet(
                                    edgecolor="#ff4040"))
     if title:
         fig.suptitle(title, color="white", fontsize=10)
-    fig.tight_layout()
     out = Path(out)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, facecolor="black")
-    plt.close(fig)
+    save_figure(fig, out.with_suffix(""), formats=("png",), dpi=110)
     return out
