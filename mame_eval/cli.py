@@ -11,12 +11,26 @@ import warnings
 from pathlib import Path
 
 import typer
+from typer.core import TyperGroup
 
 from mame_eval.errors import InputError, MameError
 from mame_eval.progress import progress_bar as _progress_bar
 
+
+class _RecordingGroup(TyperGroup):
+    """The top-level command group; it records the command line for provenance (run.json
+    names the exact command that made a run), also when the app is invoked in-process."""
+
+    def parse_args(self, ctx, args):
+        from mame_eval.provenance import set_command_line
+
+        set_command_line(list(args))
+        return super().parse_args(ctx, args)
+
+
 app = typer.Typer(
     name="mame-eval",
+    cls=_RecordingGroup,
     help="Fine-tune, sample and assess MAM-E mammogram diffusion models — offline on a CPU "
     "with the embedded phantoms and tiny models, or with the published weights on a GPU.",
     no_args_is_help=True,
@@ -534,6 +548,30 @@ def _sweep_table(table) -> str:
     return shown.to_string(index=False)
 
 
+@app.command()
+def report(
+    definition: Path = typer.Argument(..., help="Report definition (TOML), e.g. "
+                                      "reports/paper.toml or reports/demo.toml."),
+    out: Path = typer.Option(..., "--out", help="Output folder: report.html, report.pdf, "
+                             "assets/, run.json."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key, e.g. --set root=runs/x "
+                                   "(repeatable)."),
+) -> None:
+    """Regenerate the paper's figures and tables from existing run folders: one self-contained
+    HTML page and one PDF. A section whose run is missing says so and shows the command that
+    would produce it."""
+    from mame_eval.journeys.report import report_run
+
+    update, bar = _progress_bar("report", unit="section")
+    with bar:
+        record = report_run(definition, out, set_, progress=update)
+    for note in record.notes:
+        typer.echo(f"note: {note}", err=True)
+    s = record.summary
+    typer.echo(f"report of {s['runs']} run(s) in {s['sections']} sections "
+               f"({s['missing']} run(s) missing): {s['html']} and {s['pdf']}")
+
+
 def parse_groups(items: list[str]) -> dict[str, Path]:
     """``["real=prep/lesion", "inpainted=runs/x"]`` → ``{"real": Path(...), ...}``."""
     groups: dict[str, Path] = {}
@@ -642,9 +680,6 @@ def main() -> None:
     """Console entry point: library errors become one line and a non-zero exit."""
     # Warnings are for the user, not a traceback: one line without the source line.
     warnings.formatwarning = _one_line_warning
-    from mame_eval.provenance import set_command_line
-
-    set_command_line(sys.argv[1:])
     try:
         app()
     except MameError as exc:

@@ -80,6 +80,8 @@ def read_toml(path: Path | str, overrides: Sequence[str] = (), what: str = "conf
 def _fields_at(model: type[BaseModel], loc: tuple) -> dict:
     """The fields of the (nested) config model that holds the key at ``loc``."""
     for part in loc[:-1]:
+        if isinstance(part, int):  # an item of a list of tables: same model
+            continue
         field = model.model_fields.get(str(part))
         annotation = field.annotation if field is not None else None
         nested = [t for t in (annotation, *getattr(annotation, "__args__", ()))
