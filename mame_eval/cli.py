@@ -676,6 +676,22 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"warning: {message}\n"
 
 
+#: library parameter → the flag that sets it, where the two names differ beyond "_" vs "-"
+_FLAGS = {"guidance_scale": "--guidance", "inpaint_guidance_scale": "--inpaint-guidance",
+          "images_dir": "--images", "masks_dir": "--masks", "composite_output": "--composite"}
+
+
+def flag_message(exc: MameError) -> str:
+    """The error's message in the CLI's terms: a message about library parameter ``param``
+    names the flag instead (``guidance_scale -1`` → ``--guidance -1``)."""
+    message = str(exc)
+    param = getattr(exc, "param", None)
+    if param and message.startswith(param):
+        flag = _FLAGS.get(param, "--" + param.replace("_", "-"))
+        message = flag + message[len(param):]
+    return message
+
+
 def main() -> None:
     """Console entry point: library errors become one line and a non-zero exit."""
     # Warnings are for the user, not a traceback: one line without the source line.
@@ -683,7 +699,7 @@ def main() -> None:
     try:
         app()
     except MameError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {flag_message(exc)}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("interrupted — rerun the same command to resume", err=True)

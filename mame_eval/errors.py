@@ -6,7 +6,19 @@ file / field / value at fault and what was expected.
 
 
 class MameError(Exception):
-    """Base class of every error the CLI reports as a single line."""
+    """Base class of every error the CLI reports as a single line.
+
+    Args:
+        message: what is wrong and what was expected. When the error is about one argument of
+            the library function, the message starts with that parameter's name
+            (``"guidance_scale -1: expected >= 0"``) and ``param`` names it, so that the CLI
+            can say the flag its user typed instead (``"--guidance -1: expected >= 0"``).
+        param: the library parameter at fault, or None.
+    """
+
+    def __init__(self, message: str = "", *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class InputError(MameError, ValueError):

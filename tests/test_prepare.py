@@ -184,8 +184,9 @@ def test_unusable_inputs_raise_one_clear_error(small_raw, tmp_path):
     with pytest.raises(DataError, match="not a folder"):
         prepare_dataset(tmp_path / "nope", tmp_path / "o3")
     assert not (tmp_path / "o3").exists()  # a mistyped input folder leaves nothing behind
-    with pytest.raises(DataError, match="--crop"):
+    with pytest.raises(DataError, match="^crop 'zoom'") as err:
         PrepareSettings(crop="zoom")
+    assert err.value.param == "crop"  # the CLI names it --crop (test_cli_errors.py)
 
 
 def test_an_area_only_dataset_needs_no_density_column(small_raw, tmp_path):

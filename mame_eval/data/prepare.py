@@ -72,17 +72,21 @@ class PrepareSettings:
 
     def __post_init__(self) -> None:
         if self.crop not in CROP_MODES:
-            raise DataError(f"--crop {self.crop!r}: expected one of {', '.join(CROP_MODES)}")
+            raise DataError(f"crop {self.crop!r}: expected one of {', '.join(CROP_MODES)}",
+                            param="crop")
         if self.family not in FAMILIES:
-            raise DataError(f"--family {self.family!r}: expected one of {', '.join(FAMILIES)}")
+            raise DataError(f"family {self.family!r}: expected one of {', '.join(FAMILIES)}",
+                            param="family")
         if self.to8bit not in TO8BIT_MODES:
-            raise DataError(f"--to8bit {self.to8bit!r}: expected one of {', '.join(TO8BIT_MODES)}")
+            raise DataError(f"to8bit {self.to8bit!r}: expected one of {', '.join(TO8BIT_MODES)}",
+                            param="to8bit")
         if not 64 <= self.size <= 4096:
-            raise DataError(f"--size {self.size}: expected 64 … 4096 pixels")
+            raise DataError(f"size {self.size}: expected 64 … 4096 pixels", param="size")
         if not 0 <= self.threshold < 255:
-            raise DataError(f"threshold {self.threshold}: expected 0 … 254")
+            raise DataError(f"threshold {self.threshold}: expected 0 … 254", param="threshold")
         if not self.findings:
-            raise DataError("--findings: name at least one finding category (e.g. Mass)")
+            raise DataError("findings: name at least one finding category (e.g. Mass)",
+                            param="findings")
 
 
 @dataclass
@@ -305,7 +309,7 @@ def prepare_dataset(raw: Path, out: Path, settings: PrepareSettings | None = Non
     start = time.perf_counter()
     settings = settings or PrepareSettings()
     if workers < 1:
-        raise DataError(f"--workers {workers}: expected at least 1")
+        raise DataError(f"workers {workers}: expected at least 1", param="workers")
     raw, out = Path(raw), Path(out)
     try:
         records = read_vindr(raw)
