@@ -37,6 +37,7 @@ test-fast: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/mame-eval demo --out runs/demo
+	$(VENV)/bin/mame-eval report reports/demo.toml --set root=runs/demo --out runs/demo/report
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
