@@ -469,6 +469,20 @@ def test_rerun_resumes_finished_units_and_refuses_other_settings(study):
     (out / "units" / "classic_r0_f0.5_s1.json").unlink()
     once = _cli(["augment", str(root / "study.toml"), "--out", str(out)])
     assert once.exit_code == 0 and "(1 trained now)" in once.output
+    # a changed synthetic image invalidates exactly the units that trained on it
+    from PIL import Image
+
+    path = out / "synthetic" / "images" / "00000.png"
+    pixels = np.asarray(Image.open(path)).copy()
+    pixels[0, 0] = 255 - pixels[0, 0]
+    Image.fromarray(pixels).save(path)
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "units").glob("*.json")}
+    changed = _cli(["augment", str(root / "study.toml"), "--out", str(out)])
+    assert changed.exit_code == 0, changed.output
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "units").glob("*.json")}
+    retrained = {name for name in before if after[name] != before[name]}
+    assert retrained and all(n.startswith("synthetic") for n in retrained)
+    assert f"({len(retrained)} trained now)" in changed.output
     other = _cli(["augment", str(root / "study.toml"), "--out", str(out),
                   "--set", "training.steps=7"])
     assert other.exit_code == 1
@@ -478,9 +492,15 @@ def test_rerun_resumes_finished_units_and_refuses_other_settings(study):
 @pytest.mark.slow
 def test_two_processes_split_the_units_and_give_the_same_table(study):
     """`accelerate launch` with 2 CPU processes (gloo): one table, each unit once, the same
-    numbers as the single-process study (CPU, 1 thread: deterministic)."""
+    numbers as the single-process study (CPU, 1 thread: deterministic). The data and the
+    synthetic images are copied from that study, so that the two tables share their inputs
+    (splitting the inpainting across processes is run_indexed's, tested in test_generation)."""
+    import shutil
+
     root = study[0]
     out = root / "dist"
+    for part in ("data", "synthetic"):
+        shutil.copytree(root / "out" / part, out / part)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
            "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
            "--dynamo_backend", "no", "-m", "mame_eval", "augment", str(root / "study.toml"),

@@ -516,7 +516,7 @@ def _synthesize(cfg: AugmentConfig, design: Design, out: Path, n: int, device: s
     from mame_eval import __version__
     from mame_eval.generation import box_to_mask, inpaint_arrays, random_box_in_breast
     from mame_eval.generation.generate import source_fields
-    from mame_eval.generation.manifest import run_indexed
+    from mame_eval.generation.manifest import read_manifest, run_indexed
     from mame_eval.images import load_rgb
     from mame_eval.io import save_png
     from mame_eval.prompts import INPAINT_PROMPT
@@ -532,13 +532,21 @@ def _synthesize(cfg: AugmentConfig, design: Design, out: Path, n: int, device: s
              "seed_base": syn.seed, "healthy_pool_sha256": design.pool_digest["sha256"],
              "mame_eval": __version__}
     pipes: list = []
+    made_with = {row.get("revision") for row in read_manifest(out).values()}
 
     def render(indices: list[int]) -> list[dict]:
         if not pipes:
             from mame_eval.models import load_pipeline
 
-            pipes.append(load_pipeline(syn.model, task="inpaint", device=device,
-                                       dtype=syn.dtype, scheduler=syn.scheduler))
+            pipe = load_pipeline(syn.model, task="inpaint", device=device, dtype=syn.dtype,
+                                 scheduler=syn.scheduler)
+            revision = source_fields(pipe)["revision"]
+            if made_with - {revision}:
+                raise InputError(
+                    f"{out} holds synthetic images of another version of the inpainting model "
+                    f"({', '.join(sorted(map(str, made_with)))}; now {revision}); use a new "
+                    "--out folder")
+            pipes.append(pipe)
         pipe = pipes[0]
         t0 = time.perf_counter()
         images, masks, boxes, hows, srcs = [], [], [], [], []
@@ -621,35 +629,66 @@ def _load_tensors(design: Design, synthetic: list, size: int) -> Tensors:
                    list(range(len(real), len(samples))))
 
 
-def unit_rows(unit: Unit, design: Design, tensors: Tensors) -> tuple[list[int], dict]:
-    """The training rows of a unit (into :class:`Tensors`) and its composition.
+@dataclass(frozen=True)
+class Members:
+    """The training images of a unit: real samples (indices into ``design.samples``: the
+    healthy pool, then the real lesions) and synthetic images (indices into the study's
+    synthetic list)."""
+
+    real: list[int]
+    synthetic: list[int]
+    n_real_lesion: int
+    n_healthy: int
+
+
+def unit_members(unit: Unit, design: Design, n_synthetic_images: int) -> Members:
+    """Who trains a unit.
 
     Real lesions: the first ``n_real_lesions`` of a per-seed permutation of the pool's lesion
-    images (nested across fractions). Synthetic: the first ``n_synthetic`` of a per-seed
-    permutation of the synthetic images (nested across ratios). Healthy: the whole pool.
+    images (nested across fractions, the same in every arm). Synthetic: the first
+    ``n_synthetic`` of a per-seed permutation of the study's synthetic images (nested across
+    ratios). Healthy: the whole pool, in every arm.
     """
     n_pool = len(design.pool_lesion)
     perm = np.random.default_rng([unit.seed, 4]).permutation(n_pool)
     n_real = n_real_lesions(unit.real_fraction, n_pool)
     real_lesions = [design.pool_lesion[j] for j in perm[:n_real]]
     k = n_synthetic(unit, n_pool)
-    syn_perm = np.random.default_rng([unit.seed, 5]).permutation(len(tensors.synthetic_rows))
-    synthetic = [tensors.synthetic_rows[j] for j in syn_perm[:k]]
-    if len(synthetic) < k:
+    if k > n_synthetic_images:
         raise DataError(f"unit {unit.key}: needs {k} synthetic images, the study has "
-                        f"{len(tensors.synthetic_rows)}")
-    rows = [tensors.row_of_real[i] for i in design.pool_healthy]
+                        f"{n_synthetic_images}")
+    syn_perm = np.random.default_rng([unit.seed, 5]).permutation(n_synthetic_images)
+    real = list(design.pool_healthy)
     if unit.arm != "synthetic-only":
-        rows += [tensors.row_of_real[i] for i in real_lesions]
-    rows += synthetic
-    composition = {"n_train_healthy": len(design.pool_healthy),
-                   "n_train_real_lesion": 0 if unit.arm == "synthetic-only" else n_real,
-                   "n_train_synthetic": len(synthetic)}
+        real += real_lesions
+    return Members(real, [int(j) for j in syn_perm[:k]],
+                   0 if unit.arm == "synthetic-only" else n_real, len(design.pool_healthy))
+
+
+def unit_rows(unit: Unit, design: Design, tensors: Tensors) -> tuple[list[int], dict]:
+    """The training rows of a unit in :class:`Tensors` and its composition (counts)."""
+    members = unit_members(unit, design, len(tensors.synthetic_rows))
+    rows = [tensors.row_of_real[i] for i in members.real]
+    rows += [tensors.synthetic_rows[j] for j in members.synthetic]
+    composition = {"n_train_healthy": members.n_healthy,
+                   "n_train_real_lesion": members.n_real_lesion,
+                   "n_train_synthetic": len(members.synthetic)}
     return rows, composition
 
 
+def train_digest(unit: Unit, design: Design, synthetic: list, synthetic_sha: list[str]) -> str:
+    """SHA-256 over the (name, content hash) of every training image of a unit: a finished
+    unit is reused only while it still matches (same real subset, same synthetic pixels)."""
+    members = unit_members(unit, design, len(synthetic))
+    entries = [f"{_rel(design.samples[i].path, design.data_dir)}\t"
+               f"{design.sha[design.samples[i].path]}" for i in members.real]
+    entries += [f"{SYNTHETIC}/{synthetic[j].path.parent.name}/{synthetic[j].path.name}\t"
+                f"{synthetic_sha[j]}" for j in members.synthetic]
+    return _digest(entries)
+
+
 def _train_unit(cfg: AugmentConfig, unit: Unit, design: Design, tensors: Tensors,
-                synthetic: list, out: Path, study_sha: str, device: str) -> dict:
+                digest: str, out: Path, study_sha: str, device: str) -> dict:
     """Train one unit, score the test set, write ``OUT/units/<key>.json``; returns it."""
     import torch
 
@@ -676,21 +715,10 @@ def _train_unit(cfg: AugmentConfig, unit: Unit, design: Design, tensors: Tensors
             scores.append(torch.sigmoid(logits.double()))
     if cfg.training.save_models:
         model.cpu().save_pretrained(out / "models" / unit.key)
-    train_entries = []
-    n_real = len(tensors.row_of_real)
-    real_by_row = {r: i for i, r in tensors.row_of_real.items()}
-    for r in rows:
-        if r < n_real:
-            path = design.samples[real_by_row[r]].path
-            train_entries.append(f"{_rel(path, design.data_dir)}\t{design.sha[path]}")
-        else:
-            path = synthetic[r - n_real].path
-            train_entries.append(f"synthetic/{path.parent.name}/{path.name}\t"
-                                 f"{file_sha256(path)}")
     result = {
         "key": unit.key, "arm": unit.arm, "synthetic_ratio": unit.synthetic_ratio,
         "real_fraction": unit.real_fraction, "seed": unit.seed, "study_sha256": study_sha,
-        "test_sha256": design.test_digest["sha256"], "train_sha256": _digest(train_entries),
+        "test_sha256": design.test_digest["sha256"], "train_sha256": digest,
         **composition, "n_train": len(rows), "steps": history[-1]["step"],
         "final_loss": history[-1]["train_loss"], "device": describe_device(dev),
         "wall_time_s": round(time.perf_counter() - t0, 3),
@@ -700,7 +728,8 @@ def _train_unit(cfg: AugmentConfig, unit: Unit, design: Design, tensors: Tensors
     return result
 
 
-def _finished(out: Path, unit: Unit, study_sha: str) -> dict | None:
+def _finished(out: Path, unit: Unit, study_sha: str, digest: str) -> dict | None:
+    """The result of a unit trained on exactly these settings and images, else None."""
     path = out / UNITS / f"{unit.key}.json"
     if not path.is_file():
         return None
@@ -708,7 +737,9 @@ def _finished(out: Path, unit: Unit, study_sha: str) -> dict | None:
         result = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None  # a unit cut short by a kill is trained again
-    return result if result.get("study_sha256") == study_sha else None
+    if result.get("study_sha256") != study_sha or result.get("train_sha256") != digest:
+        return None
+    return result
 
 
 # --------------------------------------------------------------------------- tables
@@ -854,16 +885,15 @@ def run_augment(config, out: Path | str,
     n_pool = len(design.pool_lesion)
     n_syn = max((n_synthetic(u, n_pool) for u in units), default=0)
     device = str(state.device)
-    todo = [u for u in units if _finished(out, u, study_sha) is None]
     total = n_syn + len(units)
-    done_units = len(units) - len(todo)
 
     def syn_progress(done: int, n: int) -> None:
         if progress:
-            progress(done + done_units, total)
+            progress(done, total)
 
     synthetic: list = []
     n_generated = 0
+    run = None
     if n_syn:
         run = _synthesize(cfg, design, out / SYNTHETIC, n_syn, device, syn_progress)
         n_generated = run.generated
@@ -877,6 +907,10 @@ def run_augment(config, out: Path | str,
         if fallback:
             record.note(f"{fallback} of {n_syn} synthetic lesion boxes could not be placed "
                         "inside the breast (placed anywhere in the image)")
+    synthetic_sha = [file_sha256(s.path) for s in synthetic]
+    digests = {u.key: train_digest(u, design, synthetic, synthetic_sha) for u in units}
+    todo = [u for u in units if _finished(out, u, study_sha, digests[u.key]) is None]
+    done_units = len(units) - len(todo)
     if progress and state.is_main_process:
         progress(n_syn + done_units, total)
 
@@ -885,7 +919,8 @@ def run_augment(config, out: Path | str,
         done_here = 0
         with state.split_between_processes(todo) as mine:
             for unit in mine:
-                _train_unit(cfg, unit, design, tensors, synthetic, out, study_sha, device)
+                _train_unit(cfg, unit, design, tensors, digests[unit.key], out, study_sha,
+                            device)
                 done_here += 1
                 if progress and state.is_main_process:
                     progress(min(total, n_syn + done_units + done_here * state.num_processes),
@@ -896,7 +931,7 @@ def run_augment(config, out: Path | str,
 
     results = []
     for unit in units:
-        result = _finished(out, unit, study_sha)
+        result = _finished(out, unit, study_sha, digests[unit.key])
         if result is None:
             raise DataError(f"unit {unit.key}: no result in {out / UNITS} after training")
         results.append(result)
@@ -915,8 +950,9 @@ def run_augment(config, out: Path | str,
     record.figures = {"augment": augment_figure(table, comparison, level=cfg.level)}
     record.settings = cfg.model_dump(mode="json")
     syn_digest = {"n_files": len(synthetic),
-                  "sha256": _digest([f"{s.path.parent.name}/{s.path.name}\t{file_sha256(s.path)}"
-                                     for s in synthetic])} if synthetic else None
+                  "sha256": _digest([f"{s.path.parent.name}/{s.path.name}\t{h}"
+                                     for s, h in zip(synthetic, synthetic_sha, strict=True)])
+                  } if synthetic else None
     record.inputs = {
         "data_dir": str(design.data_dir),
         "test_set": {**design.test_digest, "n_pos": int(truth.sum()),
@@ -927,8 +963,7 @@ def run_augment(config, out: Path | str,
                           "n_healthy": len(design.pool_healthy)},
         "synthetic": None if syn_digest is None else {
             "folder": str(out / SYNTHETIC), **syn_digest,
-            "model": (run.rows[0]["model"] if run.rows else None),
-            "revision": (run.rows[0]["revision"] if run.rows else None)},
+            "model": run.rows[0]["model"], "revision": run.rows[0]["revision"]},
         "labels_csv": str(labels_csv) if labels_csv else None,
     }
     record.provenance_extra = {"study_sha256": study_sha, "data_report": design.data_report,

@@ -6,7 +6,9 @@ Three panels, one shared legend below them (never over the data):
   the mean over seeds a line, the band the mean over seeds of the per-model DeLong CI; the
   synthetic-only and classic-augmentation controls as horizontal reference lines with their
   bands;
-* **b** — the learning curve: AUROC against the real fraction (log axis), one series per arm;
+* **b** — the learning curve: AUROC against the real fraction (log axis), one series per arm
+  (seeds as points, the mean a line), the baseline's mean DeLong CI as a band (the arms' own
+  uncertainty is panel c's: five overlapping bands would hide the lines);
 * **c** — the difference to the baseline at each real fraction (mean over seeds of the paired
   differences): thick bars the DeLong CI (test cases), thin capped bars the Student-t CI over
   seeds (training runs).
@@ -105,9 +107,9 @@ def augment_figure(table: pd.DataFrame, comparison: pd.DataFrame,
                 ax_a.axhspan(rows["ci_low"].mean(), rows["ci_high"].mean(),
                              color=st["color"], alpha=0.10, lw=0)
                 ax_a.axhline(rows["auroc"].mean(), color=st["color"], lw=1.0, ls="--")
-        ax_a.set_xlabel("synthetic lesions per real lesion")
+        ax_a.set_xlabel(f"synthetic lesions per real lesion\n(real fraction {f_max:g})")
         ax_a.set_ylabel("test AUROC")
-        ax_a.set_title(f"a  added synthetic lesions (real fraction {f_max:g})", loc="left")
+        ax_a.set_title("a  synthetic lesions added", loc="left")
 
         # b: learning curve
         for k, (arm, ratio) in enumerate(series):
@@ -115,8 +117,9 @@ def augment_figure(table: pd.DataFrame, comparison: pd.DataFrame,
             rows = table[(table["arm"] == arm) & (table["synthetic_ratio"] == ratio)]
             per = _per_x(rows, "real_fraction")
             dodge = 2 ** ((k - (len(series) - 1) / 2) * 0.025)
-            ax_b.fill_between(per["real_fraction"], per["lo"], per["hi"], color=st["color"],
-                              alpha=0.08, lw=0)
+            if arm == "baseline":  # the reference band; the arms' CIs are panel c's
+                ax_b.fill_between(per["real_fraction"], per["lo"], per["hi"],
+                                  color=st["color"], alpha=0.12, lw=0)
             ax_b.plot(per["real_fraction"] * dodge, per["auroc"], color=st["color"],
                       marker=st["marker"], markersize=3.5, lw=1.1,
                       label=series_name(arm, ratio))
@@ -165,9 +168,11 @@ def augment_figure(table: pd.DataFrame, comparison: pd.DataFrame,
         fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.02),
                    ncol=min(len(labels), 6), handlelength=2.2)
         n_pos, n_neg = int(table["n_pos"].iloc[0]), int(table["n_neg"].iloc[0])
-        fig.text(0.5, -0.10, f"{seeds} seeds per arm (points); bands and thick bars: {pct} "
-                 f"DeLong CI on {n_pos} lesion + {n_neg} healthy real test images; thin "
-                 f"capped bars: {pct} t-CI over seeds; dashed lines in a: controls",
-                 ha="center", va="top", fontsize=6.5, color="0.3")
+        fig.text(0.5, -0.10, f"points: {seeds} seeds per arm; bands (a: arms, b: baseline) "
+                 f"and thick bars: {pct} DeLong CI (mean over seeds)\non the same {n_pos} "
+                 f"lesion + {n_neg} healthy real test images; thin capped bars: {pct} t-CI "
+                 "over seeds;\ndashed lines in a: the synthetic-only and "
+                 "classic-augmentation controls",
+                 ha="center", va="top", fontsize=6.5, color="0.3", linespacing=1.4)
         fig.subplots_adjust(wspace=0.42, bottom=0.2)
     return fig
