@@ -456,7 +456,8 @@ def test_one_real_test_set_for_every_arm_and_no_synthetic_image_in_it(study):
 
 
 @pytest.mark.slow
-def test_rerun_resumes_finished_units_and_refuses_other_settings(study):
+def test_rerun_resumes_finished_units_and_refuses_other_settings(study, monkeypatch,
+                                                                       capsys):
     root = study[0]
     out = root / "out"
     before = {p.name: p.stat().st_mtime_ns for p in (out / "units").glob("*.json")}
@@ -483,10 +484,15 @@ def test_rerun_resumes_finished_units_and_refuses_other_settings(study):
     retrained = {name for name in before if after[name] != before[name]}
     assert retrained and all(n.startswith("synthetic") for n in retrained)
     assert f"({len(retrained)} trained now)" in changed.output
-    other = _cli(["augment", str(root / "study.toml"), "--out", str(out),
-                  "--set", "training.steps=7"])
-    assert other.exit_code == 1
-    assert "other settings (training differ)" in other.output
+    from mame_eval.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["mame-eval", "augment", str(root / "study.toml"),
+                                      "--out", str(out), "--set", "training.steps=7"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_.value.code == 1
+    assert err.startswith("error: ") and "other settings (training differ)" in err
 
 
 @pytest.mark.slow

@@ -968,6 +968,8 @@ def run_augment(config, out: Path | str,
     }
     record.provenance_extra = {"study_sha256": study_sha, "data_report": design.data_report,
                                "units": len(units), "units_trained": len(todo),
+                               "units_wall_time_s": round(sum(r["wall_time_s"]
+                                                              for r in results), 3),
                                "synthetic_generated": n_generated,
                                "processes": state.num_processes}
     record.device = str(results[0]["device"]) if results else device
