@@ -571,11 +571,12 @@ def augment(
                f"{len(s['seeds'])} seeds; {s['units']} models ({s['units_trained']} trained now)")
     table = record.tables["augment"]
     per_arm = table.groupby(["arm", "synthetic_ratio", "real_fraction"], sort=False)
-    typer.echo("mean AUROC over seeds [seed min–max]:")
+    typer.echo(f"test AUROC, mean over seeds (mean {pct} DeLong CI; seed min–max):")
     for (arm, ratio, fraction), g in per_arm:
         name = f"{arm} ×{ratio:g}" if arm == "synthetic" else arm
         typer.echo(f"  {name:<16} real {fraction:<5g} {g['auroc'].mean():.3f} "
-                   f"[{g['auroc'].min():.3f}–{g['auroc'].max():.3f}] (n={len(g)} seeds)")
+                   f"({g['ci_low'].mean():.3f}–{g['ci_high'].mean():.3f}; "
+                   f"{g['auroc'].min():.3f}–{g['auroc'].max():.3f}; n={len(g)} seeds)")
     typer.echo(f"difference to the baseline ({pct} CIs: DeLong over test cases | t over seeds):")
     for c in s["comparisons"]:
         name = f"{c['arm']} ×{c['synthetic_ratio']:g}" if c["arm"] == "synthetic" else c["arm"]
