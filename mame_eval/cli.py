@@ -662,6 +662,55 @@ def train_cad_command(
     typer.echo(result.summary())
 
 
+@app.command()
+def augment(
+    config: Path = typer.Argument(..., help="Study definition (TOML), e.g. "
+                                  "training/augment-tiny.toml."),
+    out: Path = typer.Option(..., help="Study folder (created; a rerun resumes it)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key, e.g. --set "
+                                   "seeds=[0,1,2,3] or --set training.steps=400 (repeatable)."),
+) -> None:
+    """Augmentation study: does adding synthetic (inpainted) lesions make a CAD classifier
+    better than real lesions alone, than classic augmentation, at smaller real training sets?
+
+    Trains MammoNet per arm × synthetic ratio × real fraction × seed (same steps, same real
+    test set) and writes OUT/augment.csv, comparison.csv (paired DeLong and seed-level
+    differences to the baseline), augment.png/.pdf and provenance.json. Works under
+    `accelerate launch` (units split across processes).
+    """
+    from mame_eval.journeys.augment import load_augment_config, run_augment
+
+    cfg = load_augment_config(config, set_)
+    update, bar = _progress_bar(f"augment {cfg.name}", unit="task")
+    with bar:
+        record = run_augment(cfg, out, progress=update)
+    if record is None:  # another process of a multi-process launch: the main one reports
+        return
+    for note in record.notes:
+        typer.echo(f"note: {note}", err=True)
+    s = record.summary
+    pct = f"{100 * s['level']:g}%"
+    typer.echo(f"test set: {s['n_test_pos']} lesion + {s['n_test_neg']} healthy real images; "
+               f"{len(s['seeds'])} seeds; {s['units']} models ({s['units_trained']} trained now)")
+    table = record.tables["augment"]
+    per_arm = table.groupby(["arm", "synthetic_ratio", "real_fraction"], sort=False)
+    typer.echo(f"test AUROC, mean over seeds (mean {pct} DeLong CI; seed min–max):")
+    for (arm, ratio, fraction), g in per_arm:
+        name = f"{arm} ×{ratio:g}" if arm == "synthetic" else arm
+        typer.echo(f"  {name:<16} real {fraction:<5g} {g['auroc'].mean():.3f} "
+                   f"({g['ci_low'].mean():.3f}–{g['ci_high'].mean():.3f}; "
+                   f"{g['auroc'].min():.3f}–{g['auroc'].max():.3f}; n={len(g)} seeds)")
+    typer.echo(f"difference to the baseline ({pct} CIs: DeLong over test cases | t over seeds):")
+    for c in s["comparisons"]:
+        name = f"{c['arm']} ×{c['synthetic_ratio']:g}" if c["arm"] == "synthetic" else c["arm"]
+        lo, hi = c["seed_ci"]
+        seed_ci = "n/a" if lo is None else f"{lo:+.3f}, {hi:+.3f}"
+        typer.echo(f"  {name:<16} real {c['real_fraction']:<5g} {c['difference']:+.3f} "
+                   f"[{c['delong_ci'][0]:+.3f}, {c['delong_ci'][1]:+.3f}] p={c['delong_p']:.3g}"
+                   f" | [{seed_ci}] (n={c['n_seeds']} seeds)")
+    typer.echo(f"written: {', '.join(str(f) for f in record.files)}")
+
+
 def _mount_subcommands() -> None:
     """The study command group, written beside its library (mame_eval.studies.commands)."""
     from mame_eval.studies.commands import study_app

@@ -50,3 +50,17 @@ def test_demo_runs_every_journey_and_resumes(tmp_path):
     assert again.exit_code == 0, again.output
     assert "exists" in again.output  # the study is not created twice
     assert [p.stat().st_mtime_ns for p in images] == stamps
+
+    # `make demo` ends with the demo report: every run the demo made is found, the rest is a
+    # note with its command.
+    from pathlib import Path
+
+    from mame_eval.journeys.report import report_run
+
+    definition = Path(__file__).resolve().parents[1] / "reports" / "demo.toml"
+    record = report_run(definition, out / "report", [f"root={out}"])
+    kinds = {r["kind"] for r in json.loads((out / "report" / "run.json").read_text())
+             ["inputs"].values() if isinstance(r, dict) and "kind" in r}
+    assert {"diversity", "sweep", "images", "explain"} <= kinds
+    assert (out / "report" / "report.pdf").read_bytes().startswith(b"%PDF")
+    assert record.summary["runs"] == 4

@@ -56,7 +56,7 @@ from mame_eval.io import write_jsonl
 from mame_eval.journeys.record import RunRecord
 from mame_eval.provenance import describe_device, digest_files
 
-__all__ = ["CadTrainConfig", "CadTrainResult", "evaluate", "load_cad_config",
+__all__ = ["CadTrainConfig", "CadTrainResult", "evaluate", "fit_mammonet", "load_cad_config",
            "train_cad"]
 
 
@@ -84,6 +84,9 @@ class CadTrainConfig(BaseModel):
     augment_shift: float = Field(
         0.06, ge=0.0, le=0.5, description="random translation, fraction of image_size (0: off)")
     augment_vflip: bool = Field(False, description="random top–bottom flips")
+    augment_intensity: float = Field(
+        0.0, ge=0.0, le=1.0, description="random gamma and gain: log-gamma ~ U(-a, a), "
+        "log-gain ~ U(-a/2, a/2) per image (0: off)")
     val_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -259,10 +262,14 @@ def evaluate(model: MammoNet, x: torch.Tensor, samples: list[Sample], level: flo
     return {"lesion": lesion, "attributes": attributes}
 
 
-def _augment(x: torch.Tensor, shift: float, vflip: bool, gen: torch.Generator) -> torch.Tensor:
+def _augment(x: torch.Tensor, shift: float, vflip: bool, gen: torch.Generator,
+             intensity: float = 0.0) -> torch.Tensor:
     """Random translations (zero fill) of up to ``shift · S`` pixels and optional top–bottom
-    flips of a batch ``(N, C, S, S)`` (image and mask channels move together), from ``gen``."""
-    if shift <= 0 and not vflip:
+    flips of a batch ``(N, C, S, S)`` (image and mask channels move together), from ``gen``;
+    with ``intensity = a > 0`` also a random gamma and gain of the image channel only
+    (``x ← clamp(g · x^γ, 0, 1)``, ``log γ ~ U(−a, a)``, ``log g ~ U(−a/2, a/2)``; the black
+    background stays black). ``intensity = 0`` draws nothing more from ``gen``."""
+    if shift <= 0 and not vflip and intensity <= 0:
         return x
     n, _, h, w = x.shape
     p = int(round(shift * max(h, w)))
@@ -275,6 +282,11 @@ def _augment(x: torch.Tensor, shift: float, vflip: bool, gen: torch.Generator) -
         dy, dx = int(offsets[i, 0]), int(offsets[i, 1])
         crop = padded[i, :, dy:dy + h, dx:dx + w]
         out[i] = crop.flip(-2) if flips[i] else crop
+    if intensity > 0:
+        u = torch.rand(n, 2, generator=gen) * 2 - 1  # U(-1, 1)
+        gamma = torch.exp(intensity * u[:, 0]).view(n, 1, 1)
+        gain = torch.exp(0.5 * intensity * u[:, 1]).view(n, 1, 1)
+        out[:, 0] = (gain * out[:, 0].clamp(min=0.0) ** gamma).clamp(0.0, 1.0)
     return out
 
 
@@ -338,7 +350,8 @@ def train_cad(config, progress: Callable[[int, int], None] | None = None) -> Cad
                 break
             idx = order[b * batch:(b + 1) * batch]
             xb = x_all[idx] if masks_all is None else torch.cat([x_all[idx], masks_all[idx]], 1)
-            xb = _augment(xb, cfg.augment_shift, cfg.augment_vflip, gen).to(device)
+            xb = _augment(xb, cfg.augment_shift, cfg.augment_vflip, gen,
+                          cfg.augment_intensity).to(device)
             maps = None if masks_all is None else (xb[:, 1:], known_all[idx].to(device))
             out = model(xb[:, :1])
             loss = _loss(out, lesion_all[idx].to(device),
@@ -417,3 +430,94 @@ def train_cad(config, progress: Callable[[int, int], None] | None = None) -> Cad
         provenance_extra={"seed": cfg.seed})
     record.write()
     return CadTrainResult(out_dir, model, metrics, history)
+
+
+def _unit_float(t: torch.Tensor) -> torch.Tensor:
+    """uint8 0–255 → float32 in [0, 1]; float tensors unchanged."""
+    return t.float() / 255.0 if t.dtype == torch.uint8 else t
+
+
+def fit_mammonet(cfg: CadTrainConfig, x: torch.Tensor, lesion: torch.Tensor,
+                 attrs: Mapping[str, torch.Tensor], rows: list[int] | None = None,
+                 masks: torch.Tensor | None = None, known: torch.Tensor | None = None,
+                 progress: Callable[[int, int], None] | None = None
+                 ) -> tuple[MammoNet, list[dict]]:
+    """Train a new MammoNet on images already in memory, as :func:`train_cad` trains (same
+    initialisation for a seed, optimiser, schedule, losses and augmentation), without a
+    held-out set and without writing anything.
+
+    For experiments that compose their own training sets (``mame-eval augment``: real plus
+    synthetic lesions, the same number of steps in every arm).
+
+    Args:
+        cfg: the settings; ``data_dir``, ``output_dir``, ``labels_csv`` and ``val_fraction``
+            are not used. The run takes ``cfg.max_steps`` optimiser steps when set, else
+            ``cfg.epochs`` epochs of full batches.
+        x: images ``(N, 1, S, S)`` at ``cfg.image_size``: float32 in [0, 1], or uint8
+            (0–255, a quarter of the memory; each batch is divided by 255).
+        lesion: ``(N,)`` float 0/1 labels. attrs: attribute name → ``(N,)`` long class index
+            (−1 unlabelled).
+        rows: the rows of ``x`` to train on (repeats allowed: oversampling); default all.
+        masks, known: lesion masks ``(N, 1, S, S)`` (float in [0, 1] or uint8 0–255) and
+            which rows have one (:func:`mame_eval.cad.data.load_masks`); needed when
+            ``cfg.mask_weight > 0``.
+        progress: ``progress(step, total_steps)`` after each optimiser step.
+
+    Returns:
+        ``(model, history)``: the model in eval mode on ``cfg.device``, one dict per epoch.
+
+    Raises:
+        DataError: fewer than 2 training rows, or masks missing while ``mask_weight > 0``.
+    """
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = _resolve_device(cfg.device)
+    rows = list(range(len(x))) if rows is None else [int(r) for r in rows]
+    if len(rows) < 2:
+        raise DataError(f"only {len(rows)} training images; need at least 2")
+    use_masks = cfg.mask_weight > 0
+    if use_masks and (masks is None or known is None):
+        raise DataError("mask_weight > 0 needs the lesion masks (masks=, known=)")
+    torch.manual_seed(cfg.seed)
+    model = MammoNet(cfg.mammonet_config()).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    n_train = len(rows)
+    batch = min(cfg.batch_size, n_train)
+    steps_per_epoch = n_train // batch  # full batches only (BatchNorm needs > 1 image)
+    total = cfg.max_steps or cfg.epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, _lr_lambda(total, int(cfg.warmup_fraction * total)))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    row_tensor = torch.tensor(rows)
+    history: list[dict] = []
+    step, epoch = 0, 0
+    while step < total:
+        epoch += 1
+        model.train()
+        order = row_tensor[torch.randperm(n_train, generator=gen)]
+        losses = []
+        for b in range(steps_per_epoch):
+            if step >= total:
+                break
+            idx = order[b * batch:(b + 1) * batch]
+            xb = _unit_float(x[idx])
+            if use_masks:
+                xb = torch.cat([xb, _unit_float(masks[idx])], 1)
+            xb = _augment(xb, cfg.augment_shift, cfg.augment_vflip, gen,
+                          cfg.augment_intensity).to(device)
+            maps = (xb[:, 1:], known[idx].to(device)) if use_masks else None
+            out = model(xb[:, :1])
+            loss = _loss(out, lesion[idx].to(device),
+                         {k: v[idx].to(device) for k, v in attrs.items()},
+                         cfg.attribute_weight, maps, cfg.mask_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            losses.append(float(loss.detach()))
+            if progress:
+                progress(step, total)
+        history.append({"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)),
+                        "lr": float(sched.get_last_lr()[0])})
+    return model.eval(), history
