@@ -397,6 +397,38 @@ def mrmc_section(section: Section, runs: list[dict]) -> None:
         section.blocks += _notes(run)
 
 
+def augment_section(section: Section, runs: list[dict]) -> None:
+    """The augmentation study: each arm against the real-only baseline on the same real test
+    set (paired DeLong over test cases, t over training seeds), and the study's figure."""
+    for run in runs:
+        label = _label(run)
+        summary = run.get("summary") or {}
+        if "n_test_pos" in summary:
+            section.blocks.append(Paragraph(
+                f"{label}: test set of {summary['n_test_pos']} lesion + "
+                f"{summary['n_test_neg']} healthy real images (identical for every arm), "
+                f"{len(summary.get('seeds', []))} training seeds per arm."))
+        comparison = _table(run, "comparison")
+        if comparison is not None and not comparison.empty:
+            rows = [[f"{r['arm']} ×{r['synthetic_ratio']:g}" if r["arm"] == "synthetic"
+                     else str(r["arm"]), f"{r['real_fraction']:g}", fmt(r.get("n_seeds"), 0),
+                     fmt(r.get("auroc_baseline")), fmt(r.get("auroc_arm")),
+                     fmt_ci(r["difference"], r.get("delong_ci_low"), r.get("delong_ci_high")),
+                     fmt_ci(r["difference"], r.get("seed_ci_low"), r.get("seed_ci_high")),
+                     fmt(r.get("delong_p_holm"), 4)]
+                    for r in comparison.to_dict("records")]
+            section.blocks.append(Table(
+                f"{label}: AUROC difference to the real-only baseline",
+                ["arm", "real fraction", "seeds", "baseline AUROC", "arm AUROC",
+                 "difference [DeLong CI]", "difference [seed t-CI]", "p (Holm)"], rows,
+                "means over seeds; DeLong CI over test cases (paired), t-CI over seeds"))
+        image = _figure(run, "augment", f"{label}: AUROC by arm, ratio and real fraction",
+                        wide=True)
+        if image is not None:
+            section.blocks.append(image)
+        section.blocks += _notes(run)
+
+
 def generic_section(section: Section, runs: list[dict]) -> None:
     """Memorization, augmentation and any other run kind: its summary line, tables and
     figures as the run wrote them."""
@@ -419,6 +451,6 @@ BUILDERS: dict[str, Callable[[Section, list[dict]], None]] = {
     "cad": cad_section,
     "mrmc": mrmc_section,
     "memorization": generic_section,
-    "augment": generic_section,
+    "augment": augment_section,
     "generic": generic_section,
 }
