@@ -96,8 +96,13 @@ def _run_record(spec: RunSpec, folder: Path, kinds: tuple[str, ...]) -> dict | M
     path = next((c for c in candidates if (c / RUN_FILE).is_file()), None)
     label = spec.label or folder.name
     if path is None:
-        reason = "not run" if not folder.exists() else \
-            "no run.json (unfinished, or written by an older mame-eval: rerun the command)"
+        if not folder.exists():
+            reason = "not run"
+        elif "study analyze" in kinds and (folder / "study.toml").is_file():
+            reason = "created, not analysed yet"
+        else:
+            reason = "no run.json (unfinished, or written by an older mame-eval: rerun the " \
+                "command)"
         return Missing(label, str(folder), spec.command, reason)
     try:
         run = read_run(path)

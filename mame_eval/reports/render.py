@@ -104,21 +104,26 @@ def render_pdf(report: Report, target: Path) -> Path:
                       f"{len(report.runs)} run(s). Every estimate is shown with its 95 % "
                       "confidence interval and n.", small))
     for k, section in enumerate(report.sections, 1):
-        story += [CondPageBreak(60 * mm), para(f"{k}. {section.title}", h2)]
+        head_block = [para(f"{k}. {section.title}", h2)]
         if section.intro:
-            story.append(para(section.intro, small))
+            head_block.append(para(section.intro, small))
         for m in section.missing:
             text = f"{m.label}: {m.reason} ({m.path})"
             if m.command:
                 text += f" — produce it with: {m.command}"
-            story.append(para(text, note))
+            head_block.append(para(text, note))
+        flowables = []
         for block in section.blocks:
             if isinstance(block, Table):
-                story += table(block)
+                flowables.append(table(block))
             elif isinstance(block, Image):
-                story.append(image(block))
+                flowables.append([image(block)])
             elif isinstance(block, Paragraph):
-                story.append(para(block.text, note if block.kind == "note" else body))
+                flowables.append([para(block.text, note if block.kind == "note" else body)])
+        # a heading never ends a page: it stays with its section's first block
+        first = flowables.pop(0) if flowables else []
+        story += [CondPageBreak(40 * mm), KeepTogether(head_block + first)]
+        story += [f for group in flowables for f in group]
     story += [CondPageBreak(80 * mm),
               para(f"{len(report.sections) + 1}. Provenance of every run", h2)]
     for run in report.runs:
