@@ -44,8 +44,9 @@ from mame_eval.metrics.features import FeatureExtractor
 from mame_eval.stats.proportions import proportion_ci
 
 __all__ = [
-    "CopyRate", "DcrSummary", "MatchSettings", "NeighbourIndex", "PairMatch", "QueryScores",
-    "candidate_pairs", "copy_rate", "dcr_summary", "estimate_shift", "match_pairs",
+    "ALTERATIONS", "CopyRate", "DcrSummary", "MatchSettings", "NeighbourIndex", "PairMatch",
+    "QueryScores",
+    "alter", "candidate_pairs", "copy_rate", "dcr_summary", "estimate_shift", "match_pairs",
     "mirrored_extractor", "null_percentile", "null_threshold", "p_values", "score_queries",
     "thumbnail_extractor", "thumbnail_features", "to_working_size",
 ]
@@ -78,7 +79,8 @@ class MatchSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
                     or value < low:
-                raise InputError(f"{name} {value!r}: expected a whole number ≥ {low}")
+                raise InputError(f"{name} (--{name.replace('_', '-')}) {value!r}: expected a "
+                                 f"whole number ≥ {low}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -407,6 +409,49 @@ def score_queries(queries: np.ndarray, triples: np.ndarray, train_images: dict[i
             result.second_similarity[i] = match.similarity[others[0]]
             result.second[i] = triples[others[0], 1]
     return result
+
+
+# --------------------------------------------------------------------------- validation
+
+#: the light alterations a planted copy gets in the validation (tests, benchmark)
+ALTERATIONS = ("unchanged", "brightness-contrast", "noise", "shift", "mirror", "combined")
+
+
+def alter(image: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """A lightly altered copy of a uint8 (H, W) image, as a plant for validating the audit.
+
+    ``brightness-contrast``: ``a·x + b``, a ∈ [0.85, 1.2], b ∈ [−15, 15] gray levels, clipped;
+    ``noise``: Gaussian, σ = 5 gray levels; ``shift``: 1–3 px in y and x, black entering;
+    ``mirror``: left/right; ``combined``: all four, milder (a ∈ [0.9, 1.1], σ = 3, 1–2 px).
+    """
+    x = np.asarray(image, dtype=np.float64)
+    if x.ndim != 2:
+        raise InputError(f"alter: expected a gray (H, W) image, got {x.shape}")
+
+    def shift(x, most):
+        dy, dx = rng.integers(1, most + 1, 2) * rng.choice([-1, 1], 2)
+        out = np.zeros_like(x)
+        h, w = x.shape
+        out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+            x[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+        return out
+
+    if kind == "unchanged":
+        pass
+    elif kind == "brightness-contrast":
+        x = x * rng.uniform(0.85, 1.2) + rng.uniform(-15, 15)
+    elif kind == "noise":
+        x = x + rng.normal(0, 5, x.shape)
+    elif kind == "shift":
+        x = shift(x, 3)
+    elif kind == "mirror":
+        x = x[:, ::-1]
+    elif kind == "combined":
+        x = shift(x[:, ::-1] * rng.uniform(0.9, 1.1) + rng.uniform(-10, 10)
+                  + rng.normal(0, 3, x.shape), 2)
+    else:
+        raise InputError(f"alteration {kind!r}: expected one of {', '.join(ALTERATIONS)}")
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------- calibration
