@@ -304,6 +304,18 @@ def test_a_rerun_reuses_features_and_re_ranking(world, tmp_path):
     assert [p.stat().st_mtime_ns for p in checkpoints] == stamps  # read, not recomputed
     assert first.summary == second.summary
     assert first.summary["flagged"] == 6
+    # what a sweep calls: one reference, then a copy rate per set of files
+    from mame_eval.journeys.memorization import build_reference
+
+    ref = build_reference(world["train"], holdout=world["holdout"], alpha=0.1, max_null=20,
+                          cache_dir=tmp_path / "a" / "cache")
+    assert ref.threshold == first.summary["threshold"]
+    rate = ref.copy_rate(sorted(synthetic.iterdir()))
+    assert (rate.k, rate.n) == (6, 6) and rate.row()["copy_rate"] == 1.0
+    small = tmp_path / "small.png"
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(small)
+    with pytest.raises(InputError, match="64×64 px but the training images are 128×128"):
+        ref.copy_rate([small])
 
 
 # --------------------------------------------------------------------------- the command line

@@ -125,6 +125,21 @@ def image_set(folder: Path | str, what: str) -> ImageSet:
     return ImageSet(what, folder, files, [file_sha256(f) for f in files], size)
 
 
+def _file_set(files: Sequence[Path | str], size: tuple[int, int],
+              what: str = "synthetic image") -> ImageSet:
+    """A list of image files (e.g. one guidance scale of a sweep) checked like a folder: at
+    least one, every one readable and of the training images' size."""
+    files = [Path(f) for f in files]
+    if not files:
+        raise InputError(f"no {what}s to audit")
+    for f in files:
+        other = _image_size(f, what)
+        if other != size:
+            raise InputError(f"{what} {f}: {other[0]}×{other[1]} px but the training images "
+                             f"are {size[0]}×{size[1]}; prepare both the same way")
+    return ImageSet(what, files[0].parent, files, [file_sha256(f) for f in files], size)
+
+
 def _check_sets(train: ImageSet, synthetic: ImageSet | None, holdout: ImageSet | None) -> None:
     """Distinct folders, one image size, and no training image inside the held-out set."""
     sets = [s for s in (train, synthetic, holdout) if s is not None]
@@ -211,9 +226,9 @@ class TrainingReference:
               progress: Progress | None = None) -> Scored:
         """Score query images against the training set (``exclude``: per query a training
         row to leave out, for the leave-one-out null)."""
-        files = list(images.files if isinstance(images, ImageSet) else images)
-        hashes = (images.hashes if isinstance(images, ImageSet)
-                  else [file_sha256(f) for f in files])
+        if not isinstance(images, ImageSet):
+            images = _file_set(images, self.train.size)
+        files, hashes = images.files, images.hashes
         s = self.settings
         thumb = thumbnail_extractor(s.thumbnail)
         if exclude is not None:  # training images: their features are rows already
