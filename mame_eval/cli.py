@@ -545,10 +545,10 @@ def memorization(
     lo, hi = s["copy_rate_ci"]
     typer.echo(f"copy rate {s['flagged']}/{s['n_synthetic']} = {s['copy_rate']:.4f} (95 % CI "
                f"{lo:.4f}–{hi:.4f}); flag: MS-SSIM > {s['threshold']:.4f}, false-flag rate "
-               f"{s['alpha']:g} calibrated on {s['n_null']} {s['null_source']}")
+               f"{s['alpha']:g} calibrated on {s['n_null']} null images: {s['null_source']}")
     if s["dcr_auroc"] is not None:
         alo, ahi = s["dcr_auroc_ci"]
-        typer.echo(f"synthetic closer to the training set than held-out images: AUROC "
+        typer.echo(f"synthetic images closer to the training set than the null images: AUROC "
                    f"{s['dcr_auroc']:.3f} (95 % CI {alo:.3f}–{ahi:.3f}; 0.5 = no closer)")
     typer.echo(f"written: {', '.join(str(f) for f in run.files)}")
 
