@@ -504,6 +504,65 @@ def fid(
 
 
 @app.command()
+def memorization(
+    train: Path = typer.Option(..., help="Folder of the training images, as prepared for "
+                               "training (e.g. runs/prepared/healthy)."),
+    synthetic: Path = typer.Option(..., help="Folder of synthetic images to audit (same size)."),
+    out: Path = typer.Option(..., "--out", help="Run folder: memorization.csv, null.csv, "
+                             "summary.json, closest_pairs/similarity .png/.pdf, provenance."),
+    holdout: Path | None = typer.Option(None, help="Real images the model never saw, prepared "
+                                        "the same way (patient-disjoint from --train): the "
+                                        "null. Default: leave-one-out of --train."),
+    features: str = typer.Option("mammonet", help="Candidate feature space, as for fid: "
+                                 "inception, mammonet, a MammoNet folder or a TorchScript .pt."),
+    inception_weights: Path | None = typer.Option(None, help="Local InceptionV3 FID weights."),
+    alpha: float = typer.Option(0.01, help="False-flag rate: the chance that an image like "
+                                "the held-out ones is flagged."),
+    k: int = typer.Option(5, "--k", help="Nearest training images per feature space and "
+                          "orientation, re-ranked in pixel space."),
+    max_shift: int = typer.Option(4, help="Largest shift searched, pixels at the comparison "
+                                  "size."),
+    mirror: bool = typer.Option(True, help="Also match each image's left/right mirror."),
+    compare_size: int = typer.Option(256, help="Longest side of the pixel comparison (larger "
+                                     "images are averaged down)."),
+    max_null: int = typer.Option(1000, help="At most this many null images (seeded subset)."),
+    top: int = typer.Option(8, help="Closest pairs in the figure."),
+    seed: int = typer.Option(0, help="Seed of the null subset."),
+    cache_dir: Path | None = typer.Option(None, help="Features and re-ranking checkpoints "
+                                          "(default OUT/cache; share it between audits)."),
+    device: str = typer.Option("cpu", help="cpu, cuda, …"),
+) -> None:
+    """Memorisation audit: which synthetic images copy a training image?
+
+    Nearest training images in a feature space and a pixel thumbnail (left/right mirror
+    too), re-ranked by MS-SSIM after shift and brightness/contrast alignment; flagged when
+    closer to a training image than held-out real images are (false-flag rate --alpha).
+    """
+    from mame_eval.journeys.memorization import memorization_run
+    from mame_eval.metrics.memorization import MatchSettings
+
+    settings = MatchSettings(k=k, max_shift=max_shift, mirror=mirror, compare_size=compare_size)
+    update, bar = _progress_bar("memorization")
+    with bar:
+        run = memorization_run(train, synthetic, out, holdout=holdout, features=features,
+                               inception_weights=inception_weights, alpha=alpha,
+                               settings=settings, max_null=max_null, top=top, seed=seed,
+                               cache_dir=cache_dir, device=device, progress=update)
+    for note in run.notes:
+        typer.echo(f"note: {note}", err=True)
+    s = run.summary
+    lo, hi = s["copy_rate_ci"]
+    typer.echo(f"copy rate {s['flagged']}/{s['n_synthetic']} = {s['copy_rate']:.4f} (95 % CI "
+               f"{lo:.4f}–{hi:.4f}); flag: MS-SSIM > {s['threshold']:.4f}, false-flag rate "
+               f"{s['alpha']:g} calibrated on {s['n_null']} null images: {s['null_source']}")
+    if s["dcr_auroc"] is not None:
+        alo, ahi = s["dcr_auroc_ci"]
+        typer.echo(f"synthetic images closer to the training set than the null images: AUROC "
+                   f"{s['dcr_auroc']:.3f} (95 % CI {alo:.3f}–{ahi:.3f}; 0.5 = no closer)")
+    typer.echo(f"written: {', '.join(str(f) for f in run.files)}")
+
+
+@app.command()
 def sweep(
     definition: Path = typer.Argument(..., help="Sweep definition (TOML), e.g. "
                                       "generation/table3-fusion.toml."),
