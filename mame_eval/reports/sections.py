@@ -397,6 +397,37 @@ def mrmc_section(section: Section, runs: list[dict]) -> None:
         section.blocks += _notes(run)
 
 
+def memorization_section(section: Section, runs: list[dict]) -> None:
+    """The memorization audit: copy rate with its exact CI against a calibrated threshold,
+    the closest synthetic–training pairs and the similarity distributions."""
+    rows = []
+    for run in runs:
+        s = run.get("summary") or {}
+        if "copy_rate" not in s:
+            continue
+        ci = s.get("copy_rate_ci") or [None, None]
+        auc_ci = s.get("dcr_auroc_ci") or [None, None]
+        rows.append([_label(run), f"{s.get('flagged')} / {s.get('n_synthetic')}",
+                     fmt_ci(s["copy_rate"], *ci), fmt(s.get("threshold")),
+                     f"{fmt(s.get('alpha'), 3)} ({s.get('n_null')} null images)",
+                     fmt_ci(s.get("dcr_auroc"), *auc_ci)])
+    if rows:
+        section.blocks.append(Table(
+            "Copies of training images", ["run", "flagged", "copy rate [exact CI]",
+                                          "MS-SSIM threshold", "false-flag rate α",
+                                          "AUROC synthetic closer than held-out [CI]"], rows,
+            "a flag means: closer to a training image than held-out real images are, at the "
+            "stated false-flag rate; AUROC 0.5 = synthetic images are as close to the training "
+            "set as unseen real images"))
+    for run in runs:
+        for name, title in (("closest_pairs", "the closest synthetic–training pairs"),
+                            ("similarity", "similarity to the nearest training image")):
+            image = _figure(run, name, f"{_label(run)}: {title}", wide=True)
+            if image is not None:
+                section.blocks.append(image)
+        section.blocks += _notes(run)
+
+
 def augment_section(section: Section, runs: list[dict]) -> None:
     """The augmentation study: each arm against the real-only baseline on the same real test
     set (paired DeLong over test cases, t over training seeds), and the study's figure."""
@@ -450,7 +481,7 @@ BUILDERS: dict[str, Callable[[Section, list[dict]], None]] = {
     "explain": explain_section,
     "cad": cad_section,
     "mrmc": mrmc_section,
-    "memorization": generic_section,
+    "memorization": memorization_section,
     "augment": augment_section,
     "generic": generic_section,
 }
