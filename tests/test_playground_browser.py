@@ -168,15 +168,16 @@ def test_a_bad_prompt_gives_one_clear_message(server, browser):
              "is a hologic prompt, but this model was trained on fusion prompts")):
         box.fill(text)
         box.press("Enter")
+        _panel(page).get_by_text(message).wait_for(timeout=WAIT)  # the rerun has shown it
         _idle(page)
         alerts = _alerts(page)
         assert len(alerts) == 1 and message in alerts[0], alerts
         assert page.get_by_role("button", name="Generate").first.is_disabled()
     box.fill("A Siemens mammogram in CC view with  LOW density")
     box.press("Enter")
+    _panel(page).get_by_text("a siemens mammogram in CC view with low density").wait_for()
     _idle(page)
     assert _alerts(page) == []
-    _panel(page).get_by_text("a siemens mammogram in CC view with low density").wait_for()
     page.close()
 
 
@@ -221,15 +222,17 @@ def test_a_mask_outside_the_image_gives_one_clear_message(server, browser):
     box.press("Enter")
     _idle(page)
     page.get_by_role("button", name="Inpaint", exact=True).click()
+    message = "box [20.0, 20.0, 60.0, 60.0]: expected 0 ≤ x0 < x1 ≤ 32"
+    _panel(page).get_by_text(message).wait_for(timeout=WAIT)
     _idle(page)
     alerts = _alerts(page)
-    assert len(alerts) == 1, alerts
-    assert "box [20.0, 20.0, 60.0, 60.0]: expected 0 ≤ x0 < x1 ≤ 32" in alerts[0]
+    assert len(alerts) == 1 and message in alerts[0], alerts
     # nothing drawn and no box: a clear message too
     box.fill("")
     box.press("Enter")
     _idle(page)
     page.get_by_role("button", name="Inpaint", exact=True).click()
+    _panel(page).get_by_text("nothing is drawn yet").wait_for(timeout=WAIT)
     _idle(page)
     alerts = _alerts(page)
     assert len(alerts) == 1 and "nothing is drawn yet" in alerts[0], alerts
