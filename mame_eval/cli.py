@@ -427,6 +427,33 @@ def synthesize(
     _report(run, f"synthesized {text!r} with lesions")
 
 
+@app.command()
+def playground(
+    model: str = typer.Option(None, help=_MODEL_HELP),
+    inpaint_model: str = typer.Option(None, help="Inpainting model (default: embedded)."),
+    family: str = typer.Option(None, help="Prompt family of --model: hologic, siemens or "
+                               "fusion (default: known for the published ids, else fusion)."),
+    workspace: Path = typer.Option(Path("runs/playground"), help="Where saved selections "
+                                   "(run folders) and scratch runs go."),
+    data: Path = typer.Option(None, help="A prepared dataset whose healthy images the Inpaint "
+                              "tab offers."),
+    address: str = typer.Option("127.0.0.1", help="Address to listen on; 0.0.0.0 shares the "
+                                "app with the network."),
+    port: int = typer.Option(8502, help="Port to listen on."),
+) -> None:
+    """Interactive generation playground (Streamlit): prompts, lesion brush, healthy + lesion."""
+    from mame_eval.playground import serve, url
+
+    proc = serve(model, inpaint_model, family=family, workspace=workspace, data=data,
+                 address=address, port=port)
+    typer.echo(f"playground at {url(address, port)} — Ctrl-C to stop")
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait()
+
+
 # --------------------------------------------------------------------------- assessment
 
 

@@ -1,11 +1,21 @@
 """Lesion inpainting into a generation run (``mame-eval inpaint``), paper §2.4.
 
-The inpainting UNet sees ``[noisy latents, mask, masked-image latents]`` and repaints the box.
-Its output is a full image decoded by the VAE, so even pixels outside the box went through an
+The inpainting UNet sees ``[noisy latents, mask, masked-image latents]`` and repaints the mask.
+Its output is a full image decoded by the VAE, so even pixels outside the mask went through an
 encode/decode round trip. By default we therefore *composite*: outside the mask the original
-pixels are kept bit for bit, inside it the generated ones, with a narrow linear ramp
-(over ``feather`` pixels outside the mask) so the seam does not show. ``composite=False``
-returns the raw pipeline output.
+pixels are kept bit for bit, inside it the generated ones, with a narrow linear ramp over
+``feather`` pixels outside the mask. ``composite=False`` returns the raw pipeline output.
+
+A plain composite leaves a *step* at the mask's edge wherever the generated tissue is a little
+brighter or darker than the original around it — a square seam that a reader sees at once
+(issue 17). The default ``blend="poisson"`` removes it: before compositing, the generated
+pixels get a smooth correction field ``c`` that is harmonic inside the repainted region
+(``Δc = 0``) and equals ``original − generated`` on its outer boundary, i.e. Poisson image
+editing with the generated image's own gradients as the guidance field (Pérez, Gangnet & Blake,
+*SIGGRAPH* 2003). The lesion's contrast and texture (its gradients) are kept; only a
+low-frequency offset changes, so the result is continuous with the surrounding tissue.
+``blend="feather"`` is the plain composite. :func:`mame_eval.generation.seam.edge_step`
+measures the result.
 """
 
 from __future__ import annotations
@@ -34,6 +44,9 @@ from mame_eval.io import save_png
 from mame_eval.prompts import INPAINT_PROMPT
 
 Box = tuple[float, float, float, float]
+
+#: How the generated pixels are put into the original (see the module docstring).
+BLENDS = ("poisson", "feather")
 
 
 def parse_box(text: str) -> Box:
@@ -88,6 +101,93 @@ def composite(original: np.ndarray, generated: np.ndarray, alpha: np.ndarray) ->
     return out
 
 
+def harmonic_fill(boundary: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """The harmonic interpolant of ``boundary`` into ``region`` (float (H, W) or (H, W, C)).
+
+    Returns ``c`` with ``c = boundary`` outside ``region`` and, inside it, the solution of the
+    discrete Laplace equation (4-neighbour stencil, ``Δc = 0``) whose values on the pixels
+    just outside ``region`` are ``boundary``'s. At the image border the missing neighbours
+    are left out (zero normal derivative). A connected part of ``region`` with no neighbour
+    outside it (the whole image) has no boundary to match: it gets the mean of ``boundary``
+    over the image (0 for a zero field). One sparse LU factorisation serves every channel.
+    """
+    from scipy import ndimage, sparse
+    from scipy.sparse.linalg import splu
+
+    region = np.asarray(region, dtype=bool)
+    field = np.asarray(boundary, dtype=np.float64)
+    squeeze = field.ndim == 2
+    if squeeze:
+        field = field[..., None]
+    out = field.copy()
+    if not region.any():
+        return out[..., 0] if squeeze else out
+    h, w = region.shape
+    labels, count = ndimage.label(region)
+    touches = np.zeros(count + 1, dtype=bool)
+    outside = ~region
+    for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+        shifted = np.zeros_like(outside)
+        shifted[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+            outside[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+        touches[np.unique(labels[region & shifted])] = True
+    closed = region & ~touches[labels]
+    if closed.any():  # no boundary at all: nothing to match
+        out[closed] = field.reshape(-1, field.shape[-1]).mean(0)
+        region = region & ~closed
+        if not region.any():
+            return out[..., 0] if squeeze else out
+    index = -np.ones((h, w), dtype=np.int64)
+    ys, xs = np.nonzero(region)
+    n = len(ys)
+    index[ys, xs] = np.arange(n)
+    diag = np.zeros(n)
+    rhs = np.zeros((n, field.shape[-1]))
+    rows, cols = [], []
+    for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+        ny, nx = ys + dy, xs + dx
+        inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+        diag += inside
+        p, qy, qx = np.nonzero(inside)[0], ny[inside], nx[inside]
+        q = index[qy, qx]
+        known = q < 0
+        np.add.at(rhs, p[known], field[qy[known], qx[known]])
+        rows.append(p[~known])
+        cols.append(q[~known])
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    matrix = sparse.csc_matrix(
+        (np.concatenate([diag, -np.ones(len(rows))]),
+         (np.concatenate([np.arange(n), rows]), np.concatenate([np.arange(n), cols]))),
+        shape=(n, n))
+    out[ys, xs] = splu(matrix).solve(rhs)
+    return out[..., 0] if squeeze else out
+
+
+def poisson_match(original: np.ndarray, generated: np.ndarray,
+                  region: np.ndarray) -> np.ndarray:
+    """``generated`` plus the harmonic correction that makes it meet ``original`` at the edge
+    of ``region`` (float array of ``generated``'s shape; outside ``region``: ``original``)."""
+    diff = original.astype(np.float64) - generated.astype(np.float64)
+    return generated.astype(np.float64) + harmonic_fill(diff, region)
+
+
+def blend(original: np.ndarray, generated: np.ndarray, mask: np.ndarray, feather: float,
+          method: str = "poisson") -> np.ndarray:
+    """Put the generated pixels of ``mask`` into ``original`` (uint8, same shape).
+
+    Pixels at distance ≥ ``feather`` from the mask are ``original``'s, bit for bit; inside
+    the mask the generated ones (``feather``) or the generated ones Poisson-matched to the
+    surrounding tissue over the mask and its feather ring (``poisson``), then a linear ramp.
+    """
+    if method not in BLENDS:
+        raise InputError(f"blend {method!r}: expected one of {', '.join(BLENDS)}")
+    alpha = feather_alpha(mask, feather)
+    if method == "poisson":
+        matched = poisson_match(original, generated, alpha > 0)
+        generated = np.clip(np.round(matched), 0, 255).astype(np.uint8)
+    return composite(original, generated, alpha)
+
+
 def load_image(path: Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
@@ -120,11 +220,17 @@ def load_mask(path: Path, height: int, width: int) -> np.ndarray:
 def inpaint_arrays(pipe, images: list[np.ndarray], masks: list[np.ndarray], seeds: list[int],
                    prompt: str = INPAINT_PROMPT, negative_prompt: str = "",
                    guidance_scale: float = 4.0, steps: int = 24, strength: float = 1.0,
-                   composite_output: bool = True, feather: float | None = None
-                   ) -> list[np.ndarray]:
-    """Inpaint a batch of uint8 RGB images inside boolean masks; one seed per image."""
+                   composite_output: bool = True, feather: float | None = None,
+                   blend_method: str = "poisson") -> list[np.ndarray]:
+    """Inpaint a batch of uint8 RGB images inside boolean masks; one seed per image.
+
+    With ``composite_output`` the result is :func:`blend` ed into the original
+    (``blend_method``: ``poisson`` or ``feather``); else the raw pipeline output.
+    """
     h, w = images[0].shape[:2]
     check_size(h, w)
+    if blend_method not in BLENDS:
+        raise InputError(f"blend {blend_method!r}: expected one of {', '.join(BLENDS)}")
     count = len(images)
     result = pipe(prompt=[prompt] * count,
                   image=[Image.fromarray(im) for im in images],
@@ -136,32 +242,46 @@ def inpaint_arrays(pipe, images: list[np.ndarray], masks: list[np.ndarray], seed
     outs = to_uint8(result.images)
     if composite_output:
         ramp = default_feather(h, w) if feather is None else feather
-        outs = [composite(im, out, feather_alpha(m, ramp))
+        outs = [blend(im, out, m, ramp, blend_method)
                 for im, out, m in zip(images, outs, masks, strict=True)]
     return outs
 
 
 def inpaint(model: str | os.PathLike | None, image: Path, out: Path, *, mask: Path | None = None,
-            box: Box | None = None, prompt: str = INPAINT_PROMPT, n: int = 1,
-            guidance_scale: float = 4.0, steps: int = 24, seed: int = 0,
+            box: Box | None = None, mask_shape: str = "box", prompt: str = INPAINT_PROMPT,
+            n: int = 1, guidance_scale: float = 4.0, steps: int = 24, seed: int = 0,
             negative_prompt: str = "", strength: float = 1.0, composite_output: bool = True,
-            feather: float | None = None, batch_size: int = 4, scheduler: str = "dpm++",
-            device: str | None = None, dtype=None, pipe=None,
-            progress: Callable[[int, int], None] | None = None) -> GenerationRun:
-    """Inpaint ``n`` lesions (seeds ``seed + i``) into ``image`` inside ``mask`` or ``box``.
+            feather: float | None = None, blend_method: str = "poisson", batch_size: int = 4,
+            scheduler: str = "dpm++", device: str | None = None, dtype=None, pipe=None,
+            progress: Callable[[int, int], None] | None = None,
+            mask_array: np.ndarray | None = None) -> GenerationRun:
+    """Inpaint ``n`` lesions (seeds ``seed + i``) into ``image`` inside a mask.
 
-    Writes ``out/00000.png …``, ``out/mask.png`` (the mask used) and ``out/manifest.jsonl``.
+    The mask: a mask image (``mask``), a boolean (H, W) array (``mask_array``, e.g. drawn in
+    the playground), or a ``box`` drawn as ``mask_shape`` (``box``, ``ellipse`` or ``blob``,
+    see :mod:`mame_eval.generation.masks`). Writes ``out/00000.png …``, ``out/mask.png``
+    (the mask used) and ``out/manifest.jsonl``.
     """
-    if (mask is None) == (box is None):
+    from mame_eval.generation.masks import check_shape, shape_mask
+
+    if sum(x is not None for x in (mask, box, mask_array)) != 1:
         raise InputError("give exactly one of --mask PATH or --box x0,y0,x1,y1")
     if not 0 < strength <= 1:
         raise InputError(f"--strength {strength}: expected 0 < strength ≤ 1")
     if steps < 1:
         raise InputError(f"--steps {steps}: expected at least 1")
+    if blend_method not in BLENDS:
+        raise InputError(f"--blend {blend_method!r}: expected one of {', '.join(BLENDS)}")
+    check_shape(mask_shape)
     source = load_image(image)
     h, w = source.shape[:2]
     check_size(h, w)
-    region = load_mask(mask, h, w) if mask is not None else box_to_mask(box, h, w)
+    if mask is not None:
+        region = load_mask(mask, h, w)
+    elif mask_array is not None:
+        region = check_mask_array(mask_array, h, w)
+    else:
+        region = shape_mask(mask_shape, box, h, w, rng=seed)
     ramp = default_feather(h, w) if feather is None else float(feather)
     pipe = _load(pipe, model, "inpaint", device, dtype, scheduler)
     out = Path(out)
@@ -171,8 +291,10 @@ def inpaint(model: str | os.PathLike | None, image: Path, out: Path, *, mask: Pa
              "height": h, "width": w, "image": str(image),
              "image_sha256": hashlib.sha256(Path(image).read_bytes()).hexdigest(),
              "box": list(box) if box is not None else None,
+             "mask_shape": mask_shape if box is not None else None,
              "mask_sha256": hashlib.sha256(np.packbits(region).tobytes()).hexdigest(),
              "composite": composite_output, "feather": ramp if composite_output else None,
+             "blend": blend_method if composite_output else None,
              "mame_eval": __version__}
 
     def render(indices: list[int]) -> list[dict]:
@@ -182,7 +304,7 @@ def inpaint(model: str | os.PathLike | None, image: Path, out: Path, *, mask: Pa
         seeds = [seed + i for i in indices]
         images = inpaint_arrays(pipe, [source] * len(indices), [region] * len(indices), seeds,
                                 prompt, negative_prompt, guidance_scale, steps, strength,
-                                composite_output, ramp)
+                                composite_output, ramp, blend_method)
         per_image = (time.perf_counter() - t0) / len(indices)
         rows = []
         for i, s, result in zip(indices, seeds, images, strict=True):
@@ -194,3 +316,15 @@ def inpaint(model: str | os.PathLike | None, image: Path, out: Path, *, mask: Pa
         return rows
 
     return run_indexed(out, n, batch_size, fixed, render, progress)
+
+
+def check_mask_array(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A boolean (H, W) mask that matches the image and marks at least one pixel."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2 or mask.shape != (height, width):
+        raise InputError(f"the mask is {'×'.join(map(str, mask.shape[::-1]))}, the image "
+                         f"{width}×{height}; they must match")
+    mask = mask.astype(bool)
+    if not mask.any():
+        raise InputError("the mask is empty; mark where the lesion goes")
+    return mask

@@ -2,13 +2,16 @@
 
 Per image ``i`` (seed ``S + i`` throughout): generate a healthy mammogram → choose the lesion
 box (the one given, or a random box that lies wholly inside the breast, found with the same
-breast mask as ``prepare``) → inpaint a lesion there → mirror everything for a right breast.
-Saved: ``healthy/i.png``, ``images/i.png`` (with the lesion), ``masks/i.png`` (0/255) and one
-manifest line with the box.
+breast mask as ``prepare``) → draw the mask in that box as ``mask_shape`` (``box``, ``ellipse``
+or a lesion-shaped ``blob``), or take a drawn ``mask`` as it is → inpaint a lesion there and
+blend it in (:func:`~mame_eval.generation.inpaint.blend`) → mirror everything for a right
+breast. Saved: ``healthy/i.png``, ``images/i.png`` (with the lesion), ``masks/i.png`` (0/255)
+and one manifest line with the box (the mask's tight box for a drawn mask).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -29,8 +32,16 @@ from mame_eval.generation.generate import (
     source_fields,
     to_uint8,
 )
-from mame_eval.generation.inpaint import Box, box_to_mask, default_feather, inpaint_arrays
+from mame_eval.generation.inpaint import (
+    BLENDS,
+    Box,
+    box_to_mask,
+    check_mask_array,
+    default_feather,
+    inpaint_arrays,
+)
 from mame_eval.generation.manifest import GenerationRun, run_indexed
+from mame_eval.generation.masks import check_shape, mask_box, shape_mask
 from mame_eval.io import save_png
 from mame_eval.prompts import INPAINT_PROMPT
 
@@ -79,25 +90,38 @@ def synthesize(model: str | os.PathLike | None, inpaint_model: str | os.PathLike
                box_fraction: tuple[float, float] = BOX_FRACTION, guidance_scale: float = 4.0,
                inpaint_guidance_scale: float | None = None, steps: int = 24, seed: int = 0,
                negative_prompt: str = "", laterality: str = "L", composite_output: bool = True,
-               feather: float | None = None, batch_size: int = 4, scheduler: str = "dpm++",
+               feather: float | None = None, mask_shape: str = "box",
+               blend_method: str = "poisson", mask: np.ndarray | None = None,
+               batch_size: int = 4, scheduler: str = "dpm++",
                device: str | None = None, dtype=None, pipe=None, inpaint_pipe=None,
                progress: Callable[[int, int], None] | None = None) -> GenerationRun:
     """Healthy image from ``model`` + a lesion from ``inpaint_model``, ``n`` times.
 
-    ``box`` is in the pixels of the saved image (so for ``laterality="R"`` in the mirrored
-    image); ``None`` draws a random box inside the breast per image (seeded ``S + i``).
+    ``box`` (or a boolean (H, W) ``mask``, e.g. drawn by hand) is in the pixels of the saved
+    image (so for ``laterality="R"`` in the mirrored image); with neither, a random box inside
+    the breast is drawn per image (seeded ``S + i``). ``mask_shape`` is the shape drawn in a
+    box; ``blend_method`` how the lesion is blended in (``poisson`` or ``feather``).
     """
     laterality = check_laterality(laterality)
     if steps < 1:
         raise InputError(f"--steps {steps}: expected at least 1")
     if not 0 < box_fraction[0] <= box_fraction[1] < 1:
         raise InputError(f"box fraction {box_fraction}: expected 0 < low ≤ high < 1")
+    if box is not None and mask is not None:
+        raise InputError("give a lesion box or a mask, not both")
+    check_shape(mask_shape)
+    if blend_method not in BLENDS:
+        raise InputError(f"--blend {blend_method!r}: expected one of {', '.join(BLENDS)}")
     pipe = _load(pipe, model, "txt2img", device, dtype, scheduler)
     inpaint_pipe = _load(inpaint_pipe, inpaint_model, "inpaint", device, dtype, scheduler)
     h, w = default_size(pipe)
     check_size(h, w)
     if box is not None:
         box_to_mask(box, h, w)  # validate against the image size now, not per image
+    if mask is not None:
+        mask = check_mask_array(mask, h, w)
+        # The model draws left breasts; a mask given for a right one is mirrored back.
+        drawn = np.ascontiguousarray(mask[:, ::-1]) if laterality == "R" else mask
     ramp = default_feather(h, w) if feather is None else float(feather)
     lesion_guidance = guidance_scale if inpaint_guidance_scale is None else inpaint_guidance_scale
     inp = source_fields(inpaint_pipe)
@@ -109,7 +133,12 @@ def synthesize(model: str | os.PathLike | None, inpaint_model: str | os.PathLike
              "inpaint_guidance_scale": float(lesion_guidance), "steps": int(steps),
              "seed_base": int(seed), "height": h, "width": w, "laterality": laterality,
              "box_fraction": list(box_fraction), "composite": composite_output,
-             "feather": ramp if composite_output else None, "mame_eval": __version__}
+             "feather": ramp if composite_output else None,
+             "blend": blend_method if composite_output else None,
+             "mask_shape": "drawn" if mask is not None else mask_shape,
+             "mask_sha256": (hashlib.sha256(np.packbits(mask).tobytes()).hexdigest()
+                             if mask is not None else None),
+             "mame_eval": __version__}
 
     def render(indices: list[int]) -> list[dict]:
         t0 = time.perf_counter()
@@ -119,8 +148,13 @@ def synthesize(model: str | os.PathLike | None, inpaint_model: str | os.PathLike
             negative_prompt=[negative_prompt] * len(indices) if negative_prompt else None,
             generator=generators(seeds), num_inference_steps=steps,
             guidance_scale=guidance_scale, height=h, width=w, output_type="np").images)
-        boxes, sources = [], []
+        boxes, sources, masks = [], [], []
         for i, image in zip(indices, healthy, strict=True):
+            if mask is not None:
+                boxes.append(mask_box(drawn))
+                sources.append("drawn")
+                masks.append(drawn)
+                continue
             if box is not None:
                 # The model draws left breasts; a box given for a right one is mirrored back.
                 boxes.append(mirror_box(box, w) if laterality == "R" else tuple(box))
@@ -130,21 +164,21 @@ def synthesize(model: str | os.PathLike | None, inpaint_model: str | os.PathLike
                     image, np.random.default_rng([seed, i]), box_fraction)
                 boxes.append(found)
                 sources.append(how)
-        masks = [box_to_mask(b, h, w) for b in boxes]
+            masks.append(shape_mask(mask_shape, boxes[-1], h, w, rng=[seed, i]))
         lesions = inpaint_arrays(inpaint_pipe, healthy, masks, seeds, INPAINT_PROMPT,
                                  negative_prompt, lesion_guidance, steps, 1.0, composite_output,
-                                 ramp)
+                                 ramp, blend_method)
         per_image = (time.perf_counter() - t0) / len(indices)
         rows = []
-        for i, s, clean, lesion, mask, b, how in zip(indices, seeds, healthy, lesions, masks,
-                                                     boxes, sources, strict=True):
+        for i, s, clean, lesion, region, b, how in zip(indices, seeds, healthy, lesions, masks,
+                                                       boxes, sources, strict=True):
             if laterality == "R":
-                clean, lesion, mask = (np.ascontiguousarray(a[:, ::-1])
-                                       for a in (clean, lesion, mask))
+                clean, lesion, region = (np.ascontiguousarray(a[:, ::-1])
+                                         for a in (clean, lesion, region))
                 b = mirror_box(b, w)
             name = f"{i:05d}.png"
             save_png(out / "healthy" / name, clean)
-            save_png(out / "masks" / name, mask.astype(np.uint8) * 255)
+            save_png(out / "masks" / name, region.astype(np.uint8) * 255)
             save_png(out / "images" / name, lesion)
             rows.append({"index": i, "file": f"images/{name}", "healthy_file": f"healthy/{name}",
                          "mask_file": f"masks/{name}", "seed": s, "box": list(b),

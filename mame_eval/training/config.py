@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mame_eval.config import load_config as load_model_config
 from mame_eval.errors import ConfigError
+from mame_eval.training.data import MaskAugmentation
 
 TASKS = ("healthy", "inpaint")
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine",
@@ -66,6 +67,9 @@ class TrainConfig(BaseModel):
     random_flip: bool = Field(
         default=False, description="Off: prepare mirrors every breast to one side on purpose.")
     max_train_samples: int | None = Field(default=None, ge=1)
+    mask_augmentation: MaskAugmentation | None = Field(
+        default=None, description="Inpainting only: random mask shapes and sizes around each "
+        "lesion (see mame_eval.training.data.MaskAugmentation); none: the prepared boxes.")
     dataloader_num_workers: int = Field(default=0, ge=0)
     cache_latents: bool = Field(
         default=False, description="Encode every image once with the frozen VAE before "

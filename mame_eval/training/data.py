@@ -4,15 +4,19 @@
   ``prompt``): pixel values in [-1, 1] and the tokenized prompt.
 * :class:`LesionDataset` — ``DATA/lesion/images``, ``masks`` and ``metadata.jsonl``: adds the
   0/1 box mask and the masked image (the image with the box blacked out, as the inpainting
-  pipeline builds it at inference).
+  pipeline builds it at inference). With a :class:`MaskAugmentation` the tight lesion box is
+  replaced by random larger masks of several shapes, and healthy images with random masks
+  and the empty prompt may be mixed in.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mame_eval.errors import DataError
 from mame_eval.io import read_jsonl
@@ -85,33 +89,127 @@ class HealthyDataset:
         return {"pixel_values": _to_tensor(rgb), "input_ids": self.tokenize(row["prompt"])}
 
 
+class MaskAugmentation(BaseModel):
+    """Inpainting-mask augmentation (the ``[mask_augmentation]`` table of a training TOML).
+
+    The prepared masks are the lesions' tight boxes, while at inference a user draws a box,
+    ellipse or brush stroke of any size around where the lesion should go. Each lesion image
+    therefore appears ``variants`` times per epoch, each time with a mask drawn by
+    :func:`mame_eval.generation.masks.random_lesion_mask` (shape from ``shapes``, sides the
+    lesion's times a factor from ``scale``, random offset, always covering the lesion).
+    ``healthy_fraction`` of the items are healthy images with a random mask of lesion size
+    inside the breast and the empty prompt: the unconditional branch of classifier-free
+    guidance then means "continue the tissue", so guidance pushes towards a lesion.
+    Masks are drawn from ``(seed, item)`` alone: every epoch and every resumed run sees the
+    same ones.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    variants: int = Field(default=4, ge=1, description="Masks per lesion image (per epoch).")
+    shapes: list[Literal["box", "ellipse", "blob"]] = Field(
+        default_factory=lambda: ["box", "ellipse", "blob"], min_length=1)
+    scale: tuple[float, float] = Field(
+        default=(1.0, 2.5), description="Mask side ÷ lesion side, low and high.")
+    healthy_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> MaskAugmentation:
+        if not 1.0 <= self.scale[0] <= self.scale[1]:
+            raise ValueError(f"scale {list(self.scale)} must satisfy 1 ≤ low ≤ high")
+        return self
+
+
+def _load_mask(path: Path, resolution: int) -> np.ndarray:
+    with Image.open(path) as im:
+        im = im.convert("L")
+        if im.size != (resolution, resolution):
+            # Nearest keeps the mask binary; a box never shrinks to nothing at R ≥ 8.
+            im = im.resize((resolution, resolution), Image.NEAREST)
+        return np.asarray(im) >= 128
+
+
 class LesionDataset(HealthyDataset):
-    """Inpainting samples: adds ``mask`` (1×R×R, 1 inside the box) and ``masked_pixel_values``."""
+    """Inpainting samples: adds ``mask`` (1×R×R, 1 inside the box) and ``masked_pixel_values``.
+
+    With ``augmentation`` (a :class:`MaskAugmentation`) item ``i`` is lesion image
+    ``i // variants`` under its own random mask, followed by the healthy items.
+    """
 
     required = ("file_name", "mask_file", "prompt")
 
     def __init__(self, data_dir: Path, tokenizer, resolution: int,
-                 max_samples: int | None = None, random_flip: bool = False):
+                 max_samples: int | None = None, random_flip: bool = False,
+                 augmentation: MaskAugmentation | None = None):
         super().__init__(data_dir, tokenizer, resolution, subfolder="lesion",
                          max_samples=max_samples, random_flip=random_flip)
+        self.augmentation = augmentation
+        self.healthy_rows: list[dict] = []
+        self.n_lesion = len(self.rows) * (augmentation.variants if augmentation else 1)
+        self.n_healthy = 0
+        if augmentation is not None and augmentation.healthy_fraction > 0:
+            self.healthy_folder = Path(data_dir) / "healthy"
+            self.healthy_rows = read_metadata(self.healthy_folder, ("file_name",))
+            share = augmentation.healthy_fraction
+            self.n_healthy = max(1, round(self.n_lesion * share / (1 - share)))
 
-    def __getitem__(self, index: int) -> dict:
+    def __len__(self) -> int:
+        return self.n_lesion + self.n_healthy
+
+    def source_key(self, index: int) -> tuple[str, int]:
+        """Which image item ``index`` shows: items with one key share their pixels."""
+        if index < self.n_lesion:
+            variants = self.augmentation.variants if self.augmentation else 1
+            return "lesion", index // variants
+        return "healthy", (index - self.n_lesion) % len(self.healthy_rows)
+
+    def _sample(self, rgb: np.ndarray, mask: np.ndarray, flip: bool, prompt: str) -> dict:
         import torch
 
-        row = self.rows[index]
-        rgb = _load_rgb(self.folder / row["file_name"], self.resolution)
-        with Image.open(self.folder / row["mask_file"]) as im:
-            im = im.convert("L")
-            if im.size != (self.resolution, self.resolution):
-                # Nearest keeps the mask binary; a box never shrinks to nothing at R ≥ 8.
-                im = im.resize((self.resolution, self.resolution), Image.NEAREST)
-            mask = (np.asarray(im) >= 128).astype(np.float32)
-        if self._flip(index):
+        if flip:
             rgb, mask = rgb[:, ::-1].copy(), mask[:, ::-1].copy()
         pixels = _to_tensor(rgb)
-        mask_t = torch.from_numpy(mask)[None]
-        return {"pixel_values": pixels, "input_ids": self.tokenize(row["prompt"]),
+        mask_t = torch.from_numpy(mask.astype(np.float32))[None]
+        return {"pixel_values": pixels, "input_ids": self.tokenize(prompt),
                 "mask": mask_t, "masked_pixel_values": pixels * (mask_t < 0.5)}
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        kind, k = self.source_key(index)
+        if kind == "healthy":
+            return self._healthy_item(index, k)
+        row = self.rows[k]
+        rgb = _load_rgb(self.folder / row["file_name"], self.resolution)
+        mask = _load_mask(self.folder / row["mask_file"], self.resolution)
+        aug = self.augmentation
+        if aug is not None and mask.any():
+            from mame_eval.generation.masks import mask_box, random_lesion_mask
+
+            rng = np.random.default_rng([aug.seed, index])
+            mask, _ = random_lesion_mask(mask_box(mask), *mask.shape, rng,
+                                         tuple(aug.shapes), tuple(aug.scale))
+        return self._sample(rgb, mask, self._flip(k), row["prompt"])
+
+    def _healthy_item(self, index: int, k: int) -> dict:
+        """A healthy image, a random lesion-sized mask inside its breast, the empty prompt."""
+        from mame_eval.generation.masks import random_lesion_mask
+        from mame_eval.generation.synthesize import random_box_in_breast
+
+        aug = self.augmentation
+        rng = np.random.default_rng([aug.seed, index])
+        row = self.healthy_rows[k]
+        rgb = _load_rgb(self.healthy_folder / row["file_name"], self.resolution)
+        # The size of a random real lesion, placed where a lesion could be.
+        lesion = self.rows[int(rng.integers(len(self.rows)))]
+        side = max(1, int(_load_mask(self.folder / lesion["mask_file"],
+                                     self.resolution).any(0).sum()))
+        fraction = side / self.resolution
+        box, _ = random_box_in_breast(rgb.astype(np.uint8), rng, (fraction, fraction))
+        mask, _ = random_lesion_mask(box, self.resolution, self.resolution, rng,
+                                     tuple(aug.shapes), tuple(aug.scale))
+        return self._sample(rgb, mask, self._flip(k), "")
 
 
 def collate(examples: list[dict]) -> dict:

@@ -359,9 +359,18 @@ def _train(config: TrainConfig, task: str,
             text_encoder.to(dtype=weight_dtype)
 
     # ---- data
-    dataset_cls = LesionDataset if inpaint else HealthyDataset
-    dataset = dataset_cls(config.data_dir, tokenizer, config.resolution,
-                          max_samples=config.max_train_samples, random_flip=config.random_flip)
+    if config.mask_augmentation is not None and not inpaint:
+        raise ConfigError("mask_augmentation is for `train inpaint`; remove it from a "
+                          "healthy config")
+    if inpaint:
+        dataset = LesionDataset(config.data_dir, tokenizer, config.resolution,
+                                max_samples=config.max_train_samples,
+                                random_flip=config.random_flip,
+                                augmentation=config.mask_augmentation)
+    else:
+        dataset = HealthyDataset(config.data_dir, tokenizer, config.resolution,
+                                 max_samples=config.max_train_samples,
+                                 random_flip=config.random_flip)
     if config.cache_latents:
         dataset = cache_latents(dataset, vae, device, weight_dtype)
     empty_ids = dataset.tokenize("") if config.prompt_dropout else None
@@ -553,15 +562,30 @@ def cache_latents(dataset, vae, device, dtype, batch_size: int = 16) -> CachedLa
 
     renamed = {"pixel_values": "latent_parameters",
                "masked_pixel_values": "masked_latent_parameters"}
+    # An augmented inpainting set shows each image under several masks: its own latents are
+    # encoded once (items with one ``source_key`` share them); each masked image is encoded.
+    source_key = getattr(dataset, "source_key", lambda i: i)
+    shared: dict = {}
+
+    def encode(pixels: list):
+        batch = torch.stack(pixels).to(device, dtype)
+        return vae.encode(batch).latent_dist.parameters.float().cpu()
+
     items = []
     with torch.no_grad():
         for start in range(0, len(dataset), batch_size):
-            chunk = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-            encoded = {}
-            for key in renamed:
-                if key in chunk[0]:
-                    pixels = torch.stack([c[key] for c in chunk]).to(device, dtype)
-                    encoded[key] = vae.encode(pixels).latent_dist.parameters.float().cpu()
+            indices = range(start, min(start + batch_size, len(dataset)))
+            chunk = [dataset[i] for i in indices]
+            new = [(i, c) for i, c in zip(indices, chunk, strict=True)
+                   if source_key(i) not in shared]
+            if new:
+                latents = encode([c["pixel_values"] for _, c in new])
+                for (i, _), latent in zip(new, latents, strict=True):
+                    shared[source_key(i)] = latent
+            encoded = {"pixel_values": [shared[source_key(i)] for i in indices]}
+            if "masked_pixel_values" in chunk[0]:
+                encoded["masked_pixel_values"] = encode([c["masked_pixel_values"]
+                                                         for c in chunk])
             for k, sample in enumerate(chunk):
                 items.append({renamed.get(key, key): (encoded[key][k] if key in encoded
                                                       else value)
