@@ -9,7 +9,6 @@ from PIL import Image
 from mame_eval.errors import ConfigError, InputError
 from mame_eval.generation.inpaint import (
     blend,
-    box_to_mask,
     composite,
     feather_alpha,
     harmonic_fill,
@@ -18,6 +17,7 @@ from mame_eval.generation.inpaint import (
 )
 from mame_eval.generation.masks import (
     blob_mask,
+    box_to_mask,
     ellipse_mask,
     mask_box,
     random_lesion_mask,

@@ -5,7 +5,6 @@ combined (a synthetic mammogram with a lesion). Every run is a folder of PNGs pl
 
 from mame_eval.generation.generate import generate, prompt_from_attributes
 from mame_eval.generation.inpaint import (
-    box_to_mask,
     composite,
     feather_alpha,
     inpaint,
@@ -13,6 +12,7 @@ from mame_eval.generation.inpaint import (
     parse_box,
 )
 from mame_eval.generation.manifest import MANIFEST, GenerationRun, read_manifest, run_indexed
+from mame_eval.generation.masks import box_to_mask
 from mame_eval.generation.synthesize import random_box_in_breast, synthesize
 
 __all__ = [

@@ -40,10 +40,9 @@ from mame_eval.generation.generate import (
     to_uint8,
 )
 from mame_eval.generation.manifest import GenerationRun, run_indexed
+from mame_eval.generation.masks import Box
 from mame_eval.io import save_png
 from mame_eval.prompts import INPAINT_PROMPT
-
-Box = tuple[float, float, float, float]
 
 #: How the generated pixels are put into the original (see the module docstring).
 BLENDS = ("poisson", "feather")
@@ -58,20 +57,6 @@ def parse_box(text: str) -> Box:
     if len(values) != 4:
         raise InputError(f"--box {text!r}: expected x0,y0,x1,y1 in pixels, e.g. 200,180,260,240")
     return values  # type: ignore[return-value]
-
-
-def box_to_mask(box: Box, height: int, width: int) -> np.ndarray:
-    """Boolean (H, W) mask of the pixels whose centre lies inside ``box`` (as ``prepare``)."""
-    x0, y0, x1, y1 = box
-    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
-        raise InputError(f"box {list(box)}: expected 0 ≤ x0 < x1 ≤ {width} and "
-                         f"0 ≤ y0 < y1 ≤ {height} (pixels of the {width}×{height} image)")
-    cols = (np.arange(width) + 0.5 >= x0) & (np.arange(width) + 0.5 <= x1)
-    rows = (np.arange(height) + 0.5 >= y0) & (np.arange(height) + 0.5 <= y1)
-    mask = np.outer(rows, cols)
-    if not mask.any():
-        raise InputError(f"box {list(box)} covers no pixel centre; make it at least 1 px wide")
-    return mask
 
 
 def default_feather(height: int, width: int) -> int:

@@ -3,7 +3,7 @@
 A mass is round, oval or lobulated, not square; a square mask leaves a square of repainted
 tissue that a reader spots at once. These functions draw the lesion region in three shapes,
 each as a boolean ``(H, W)`` array of the pixels whose *centre* lies inside the shape (the
-convention of :func:`~mame_eval.generation.inpaint.box_to_mask` and ``prepare``):
+convention of :func:`box_to_mask` and ``prepare``):
 
 * ``box`` — the axis-aligned box ``(x0, y0, x1, y1)`` in pixels;
 * ``ellipse`` — the ellipse inscribed in that box;
@@ -27,6 +27,17 @@ Box = tuple[float, float, float, float]
 
 #: The mask shapes every command and the playground accept.
 MASK_SHAPES = ("box", "ellipse", "blob")
+
+
+def box_to_mask(box: Box, height: int, width: int) -> np.ndarray:
+    """Boolean (H, W) mask of the pixels whose centre lies inside ``box`` (as ``prepare``)."""
+    x0, y0, x1, y1 = check_box(box, height, width)
+    cols = (np.arange(width) + 0.5 >= x0) & (np.arange(width) + 0.5 <= x1)
+    rows = (np.arange(height) + 0.5 >= y0) & (np.arange(height) + 0.5 <= y1)
+    mask = np.outer(rows, cols)
+    if not mask.any():
+        raise InputError(f"box {list(box)} covers no pixel centre; make it at least 1 px wide")
+    return mask
 
 
 def check_box(box: Box, height: int, width: int) -> Box:
@@ -111,8 +122,6 @@ def _centre_pixel(box: Box, height: int, width: int) -> np.ndarray:
 def shape_mask(shape: str, box: Box, height: int, width: int,
                rng: np.random.Generator | int = 0) -> np.ndarray:
     """The mask of ``shape`` (``box``, ``ellipse`` or ``blob``) in ``box``."""
-    from mame_eval.generation.inpaint import box_to_mask
-
     shape = check_shape(shape)
     if shape == "box":
         return box_to_mask(box, height, width)

@@ -34,14 +34,12 @@ from mame_eval.generation.generate import (
 )
 from mame_eval.generation.inpaint import (
     BLENDS,
-    Box,
-    box_to_mask,
     check_mask_array,
     default_feather,
     inpaint_arrays,
 )
 from mame_eval.generation.manifest import GenerationRun, run_indexed
-from mame_eval.generation.masks import check_shape, mask_box, shape_mask
+from mame_eval.generation.masks import Box, box_to_mask, check_shape, mask_box, shape_mask
 from mame_eval.io import save_png
 from mame_eval.prompts import INPAINT_PROMPT
 
