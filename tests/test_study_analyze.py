@@ -110,7 +110,12 @@ def test_analyze_on_imported_ratings_matches_sklearn(study, tmp_path):
     ref = mrmc_report(pd.read_csv(long_csv))
     assert results["mrmc"]["modalities"]["all"]["ci"] == pytest.approx(
         ref["modalities"]["all"]["ci"])
-    assert avg["ci"] == pytest.approx(ref["modalities"]["all"]["ci"])
+    assert avg["ci_unclipped"] == pytest.approx(ref["modalities"]["all"]["ci"])
+    # three very different readers: the OR-Hillis interval leaves [0, 1] and is clipped
+    lo, hi = ref["modalities"]["all"]["ci"]
+    assert hi > 1 and avg["ci"] == pytest.approx([lo, 1.0])
+    assert "clipped" in avg["ci_note"] and "clipped" in out.table
+    assert results["score_used"] == "final" and "final score" in out.table
     # agreement
     wide = ratings.pivot(index="case", columns="reader", values="score")
     kap = {(k["reader_a"], k["reader_b"]): k["kappa"] for k in results["agreement"]["kappa"]}
@@ -200,7 +205,8 @@ def test_status_never_shows_scores_and_tokens_can_be_reissued(study, tmp_path):
     assert [(r.reader, r.done, r.total) for r in s.readers] == [
         ("alice", 10, 24), ("bob", 0, 24), ("carol", 0, 24)]
     assert set(s.to_dict()["readers"][0]) == {"reader", "done", "total", "started",
-                                             "last_activity"}
+                                             "last_activity", "median_s_per_case",
+                                             "over_time"}
     link = reissue_token(study, "bob")
     st = open_study(study)
     with st.store() as store:

@@ -8,6 +8,8 @@ A protocol file (e.g. ``studies/turing-0-4.toml``) looks like::
     instructions = "You will see {n_cases} mammograms ..."
     allow_back = false          # may a reader return to the previous case and change it?
     time_limit_s = 60           # optional: seconds per case (omit for no limit)
+    min_view_ms = 500           # a case must be on screen this long before a rating counts
+    score_used = "final"        # analyse the "final" score or the "first" one (allow_back)
     cutoff = 2.5                # scores above it are called "real" (accuracy, sens., spec.)
 
     [[scale]]
@@ -25,7 +27,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -69,6 +71,8 @@ class Protocol(BaseModel):
     scale: tuple[ScalePoint, ...] = Field(min_length=2, max_length=20)
     allow_back: bool = False
     time_limit_s: float | None = Field(default=None, gt=0, le=24 * 3600)
+    min_view_ms: int = Field(default=500, ge=0, le=60_000)
+    score_used: Literal["first", "final"] = "final"
     cutoff: float | None = None
 
     @model_validator(mode="after")
@@ -130,6 +134,8 @@ class Protocol(BaseModel):
         }
         if self.time_limit_s is not None:
             out["time_limit_s"] = self.time_limit_s
+        out["min_view_ms"] = self.min_view_ms
+        out["score_used"] = self.score_used
         if self.cutoff is not None:
             out["cutoff"] = self.cutoff
         out["scale"] = [{"value": p.value, "label": p.label} for p in self.scale]
@@ -215,6 +221,8 @@ You can close the page at any time: your link brings you back to the first image
 rated yet. Please do not discuss the images with other readers until everyone has finished.
 """
 allow_back = false
+min_view_ms = 500  # a rating counts only once the case has been on screen this long
+score_used = "final"  # what `analyze` uses when going back is allowed: "first" or "final"
 cutoff = 2.5  # scores above the cutoff (3, 4) are "called real" for accuracy, sens., spec.
 
 [[scale]]
