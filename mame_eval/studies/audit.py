@@ -13,10 +13,14 @@ case files and before any reader sees them:
   resampling factor to the common size;
 * per statistic (:func:`audit_blinding`): the AUROC separating real (positive) from synthetic
   with a 95 % DeLong interval, and a cross-validated logistic regression on all of them;
-* a statistic *leaks* when its AUROC is at least 0.7 either way (>= 0.7 or <= 0.3) and its
-  interval excludes 0.5 at a family-wise 95 % level (Bonferroni over the statistics and the
-  classifier: with a dozen tests at 95 % each, a study with no trace would still warn in one of
-  five cases). The reported ``ci_lo``/``ci_hi`` are the plain 95 % intervals.
+* a statistic *leaks* when its AUROC is at least 0.7 either way (>= 0.7 or <= 0.3) and the
+  two-sided Mann-Whitney test of AUROC = 0.5 (exact for small samples without ties) rejects at
+  a family-wise 5 % level (Bonferroni over the statistics and the classifier: with a dozen
+  tests at 5 % each, a study with no trace would still warn in one of five cases). The test
+  and not the interval decides because at complete separation the DeLong standard error is 0
+  and the interval [1, 1] would call 4 + 4 cases separated by chance (p = 2/70) a leak. The
+  reported ``ci_lo``/``ci_hi`` are DeLong 95 % intervals (zero width at complete separation),
+  ``p_value`` the test's and ``p_adjusted`` the Bonferroni-adjusted one.
 
 Nothing here reads the answer key: ``truth`` comes from the caller (``create_study``).
 """
@@ -158,7 +162,7 @@ def audit_blinding(stats: pd.DataFrame, truth, *, level: float = 0.95,
     Returns
     -------
     AuditResult; ``table`` columns: statistic, description, auroc, ci_lo, ci_hi, se,
-    separation (``max(auroc, 1 - auroc)``), higher_in (``real``/``synthetic``/``neither``),
+    p_value, p_adjusted, separation (``max(auroc, 1 - auroc)``), higher_in (``real``/``synthetic``/``neither``),
     mean_real, mean_synthetic, n_real, n_synthetic, leaks.
     """
     from scipy import stats as sps
@@ -169,19 +173,24 @@ def audit_blinding(stats: pd.DataFrame, truth, *, level: float = 0.95,
         raise StudyError("the blinding audit needs at least 2 real and 2 synthetic cases")
     names = [s for s in STATISTICS if s in stats.columns]
     m = len(names) + 1
-    z_family = float(sps.norm.ppf(1 - (1 - level) / (2 * m)))
+    alpha = 1 - level
     rows = []
 
     def row(name: str, desc: str, score: np.ndarray, mean1, mean0) -> dict:
         auc, se, lo, hi = _auc_ci(y, score, level)
-        f_lo, f_hi = auc - z_family * se, auc + z_family * se
+        if np.ptp(score) == 0:
+            p = 1.0
+        else:
+            p = float(sps.mannwhitneyu(score[y == 1], score[y == 0],
+                                       alternative="two-sided").pvalue)
+        p_adj = min(1.0, p * m)
         separation = max(auc, 1 - auc)
-        leaks = separation >= LEAK_AUROC and (f_lo > 0.5 or f_hi < 0.5)
+        leaks = separation >= LEAK_AUROC and p_adj < alpha
         higher = "neither" if abs(auc - 0.5) < 1e-12 else ("real" if auc > 0.5 else "synthetic")
         return {"statistic": name, "description": desc, "auroc": auc, "ci_lo": lo, "ci_hi": hi,
-                "se": se, "separation": separation, "higher_in": higher,
-                "mean_real": mean1, "mean_synthetic": mean0, "n_real": n1, "n_synthetic": n0,
-                "leaks": bool(leaks)}
+                "se": se, "p_value": p, "p_adjusted": p_adj, "separation": separation,
+                "higher_in": higher, "mean_real": mean1, "mean_synthetic": mean0,
+                "n_real": n1, "n_synthetic": n0, "leaks": bool(leaks)}
 
     for name in names:
         v = stats[name].to_numpy(dtype=float)
