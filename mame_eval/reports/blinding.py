@@ -48,7 +48,7 @@ def plot_blinding_audit(table: pd.DataFrame, out_stem: Path | str, *, n_real: in
         labels = [str(s) + (" *" if leak else "") for s, leak in
                   zip(rows["statistic"], rows["leaks"], strict=True)]
         ax.set_yticks(range(n - 1, -1, -1), labels)
-        ax.set_xlim(0, 1)
+        ax.set_xlim(-0.03, 1.03)
         ax.set_ylim(-0.7, n - 0.3)
         ax.set_xlabel("AUROC, real vs synthetic (95 % CI); 0.5 = no separation")
         ax.set_title(f"Blinding audit: {n_real} real, {n_synthetic} synthetic cases")
