@@ -435,10 +435,7 @@ def test_an_older_study_is_upgraded_explicitly_and_keeps_its_ratings(tmp_path, d
 def test_a_database_of_another_study_or_a_newer_schema_is_one_clear_error(tmp_path, db_url):
     res, st = _study(tmp_path, db_url, name="one")
     other, _ = _study(tmp_path, None, name="two")
-    if db_url is None:
-        db = str(st.db_url)
-    else:
-        db = db_url
+    db = str(st.db_url) if db_url is None else db_url
     with pytest.raises(StudyError, match="belongs to study 'one', not 'two'") as err:
         open_study(other.path, db)
     assert "\n" not in str(err.value)

@@ -162,8 +162,9 @@ def audit_blinding(stats: pd.DataFrame, truth, *, level: float = 0.95,
     Returns
     -------
     AuditResult; ``table`` columns: statistic, description, auroc, ci_lo, ci_hi, se,
-    p_value, p_adjusted, separation (``max(auroc, 1 - auroc)``), higher_in (``real``/``synthetic``/``neither``),
-    mean_real, mean_synthetic, n_real, n_synthetic, leaks.
+    p_value, p_adjusted, separation (``max(auroc, 1 - auroc)``), higher_in
+    (``real``/``synthetic``/``neither``), mean_real, mean_synthetic, n_real, n_synthetic,
+    leaks.
     """
     from scipy import stats as sps
 
