@@ -127,16 +127,29 @@ function press(value, via) {
   }, 4000);
   S.timers.dead = setTimeout(() => {
     if (S.state !== "saving") return;
-    S.state = "stalled";
+    S.state = "stalled";  // resending goes on: a reconnect still completes the press
     record("stalled");
-    setNotice("error", "No answer from the server for 20 s: your last rating may not have " +
-      "been saved. Reload the page to continue; every stored rating is kept and the page " +
-      "opens at your first unrated case.", { reload: true });
+    setNotice("error", "No answer from the server for 20 s: your last rating is not confirmed " +
+      "yet (it is sent again when the connection returns). Reload the page to continue; " +
+      "every stored rating is kept and the page opens at your first unrated case.",
+    { reload: true });
   }, 20000);
-  S.ctx.setTriggerValue("rate", {
+  S.pending.payload = {
     view: D.view, episode: D.episode, score: value, press: S.pending.press, via,
     shown_ms: Math.round(shown),
-  });
+  };
+  S.ctx.setTriggerValue("rate", S.pending.payload);
+  // a press sent while the connection was down is lost by the page: send the same press
+  // again until answered (the server handles a press id once, and a case is rated once)
+  clearInterval(S.timers.resend);
+  S.timers.resend = setInterval(() => {
+    if ((S.state !== "saving" && S.state !== "stalled") || !S.pending || !S.pending.payload) {
+      clearInterval(S.timers.resend);
+      return;
+    }
+    record("resend", { press: S.pending.press });
+    S.ctx.setTriggerValue("rate", S.pending.payload);
+  }, 5000);
 }
 
 function navigate(to) {
@@ -519,7 +532,7 @@ export default function (component) {
     S.key = key;
     S.state = "loading";
     S.pending = null;
-    clearTimeout(S.timers.slow); clearTimeout(S.timers.dead);
+    clearTimeout(S.timers.slow); clearTimeout(S.timers.dead); clearInterval(S.timers.resend);
     setNotice("", "");
     startTimer(D);
     record("display", { view: D.view, k: D.k });
@@ -530,7 +543,7 @@ export default function (component) {
     });
   } else if (S.pending && D.ack === S.pending.press) {
     // the same display again: the server refused the press (its notice says why)
-    clearTimeout(S.timers.slow); clearTimeout(S.timers.dead);
+    clearTimeout(S.timers.slow); clearTimeout(S.timers.dead); clearInterval(S.timers.resend);
     S.pending = null;
     S.state = "ready";
     setNotice("", "");
