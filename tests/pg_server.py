@@ -88,7 +88,10 @@ class PostgresServer:
     password = PG_PASSWORD
 
     @classmethod
-    def start(cls, bin_dir: Path | None = None, timeout: float = 60.0) -> PostgresServer:
+    def start(cls, bin_dir: Path | None = None, timeout: float = 60.0,
+              fsync: bool = False) -> PostgresServer:
+        """initdb + postgres (see the module docstring). ``fsync=False`` (tests) trades
+        durability on power loss for speed; a benchmark passes True, like a real server."""
         bin_dir = bin_dir or find_pg_bin()
         if bin_dir is None:
             raise RuntimeError("PostgreSQL not found (apt-get install postgresql, or set "
@@ -113,7 +116,7 @@ class PostgresServer:
             log = open(root / "server.log", "ab")  # noqa: SIM115 - handed to the server
             server.proc = subprocess.Popen(
                 [str(bin_dir / "postgres"), "-D", str(data), "-p", str(server.port),
-                 "-h", server.host, "-k", str(sock), "-c", "fsync=off",
+                 "-h", server.host, "-k", str(sock), "-c", f"fsync={'on' if fsync else 'off'}",
                  "-c", "max_connections=200", "-c", "shared_buffers=32MB"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=root,
                 **drop)

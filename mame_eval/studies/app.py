@@ -165,9 +165,8 @@ def _start(store_url: str, reader: str) -> None:
 def _instructions_text(study: Study, total: int) -> None:
     proto = study.protocol
     st.markdown(proto.render_instructions(total))
-    st.markdown("**Rating scale**")
-    st.table(pd.DataFrame({"key": [proto.key_for(p.value) or "" for p in proto.scale],
-                           "rating": [p.label for p in proto.scale]}).set_index("key"))
+    rows = "\n".join(f"| {proto.key_for(p.value) or ''} | {p.label} |" for p in proto.scale)
+    st.markdown(f"**Rating scale**\n\n| key | rating |\n|---|---|\n{rows}")
     if proto.time_limit_s:
         st.markdown(f"You have **{proto.time_limit_s:g} seconds** per case; the time counts "
                     "from the first display of a case, also across reloads.")

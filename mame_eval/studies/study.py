@@ -511,6 +511,11 @@ def serve_command(study: Study | Path | str, port: int | None = None,
         "--server.enableStaticServing", "false",
         "--browser.gatherUsageStats", "false",
         "--global.developmentMode", "false",
+        # Streamlit runs a full gc.collect(2) after every script run, holding the GIL; with
+        # pandas, SQLAlchemy and the viewer's data in the heap that was ~0.1 s per rating, and
+        # with a dozen readers every session queued behind the others' collections (the
+        # measured multi-second stalls). Python's own generational GC still runs.
+        "--runner.postScriptGC", "false",
         "--client.toolbarMode", "minimal",
         "--theme.base", "dark",
     ]
