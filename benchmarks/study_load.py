@@ -188,30 +188,49 @@ async def run_chromium(links, n, min_view_ms):
             args=["--no-sandbox", "--disable-gpu", "--disable-background-timer-throttling",
                   "--disable-renderer-backgrounding", "--disable-backgrounding-occluded-windows"])
 
+        loaded = {"n": 0}
+        all_loaded = asyncio.Event()
+        gate = asyncio.Semaphore(3)  # opening 24 pages at once would measure the page load
+
         async def one(link):
             ctx = await browser.new_context(viewport={"width": 1366, "height": 768})
             page = await ctx.new_page()
             try:
-                await page.goto(link)
+                async with gate:
+                    await page.goto(link, timeout=180_000)
+                    await page.wait_for_function(ready, arg=1, timeout=180_000, polling=50)
+                loaded["n"] += 1
+                if loaded["n"] == len(links):
+                    all_loaded.set()
+                await all_loaded.wait()  # then every reader starts rating at once
                 for k in range(1, n + 1):
-                    await page.wait_for_function(ready, arg=k, timeout=120_000)
+                    await page.wait_for_function(ready, arg=k, timeout=120_000, polling=50)
                     await page.wait_for_timeout(min_view_ms + 10)
                     await page.keyboard.press(str(k % 5))
                     stats["sent"] += 1
                     if k < n:
-                        await page.wait_for_function(ready, arg=k + 1, timeout=120_000)
+                        await page.wait_for_function(ready, arg=k + 1, timeout=120_000,
+                                                     polling=50)
                     else:
                         await page.get_by_text("cases are rated").wait_for(timeout=120_000)
                     stats["acked"] += 1
                 log = await page.evaluate("window.__mameReader.log")
                 presses = [e for e in log if e["kind"] == "press"]
                 shown = [e for e in log if e["kind"] == "shown"]
+                display = [e for e in log if e["kind"] == "display"]
                 for pr in presses:
                     nxt = [s["t"] for s in shown if s["t"] > pr["t"]]
+                    arrived = [d["t"] for d in display if d["t"] > pr["t"]]
                     if nxt:
                         lat.append(nxt[0] - pr["t"])
+                    if nxt and arrived:  # press -> data in the page -> image on screen
+                        stats.setdefault("arrive_ms", []).append(arrived[0] - pr["t"])
+                        stats.setdefault("draw_ms", []).append(nxt[0] - arrived[0])
             except Exception as exc:
                 stats["errors"].append(f"{type(exc).__name__}: {exc}")
+                loaded["n"] += 1
+                if loaded["n"] >= len(links):
+                    all_loaded.set()
             finally:
                 await ctx.close()
 
@@ -297,6 +316,8 @@ def measure(k: int, n: int, size: int, backend: str, client: str, db: str | None
         "lost": max(0, stats["acked"] - stored), "duplicated": stored - distinct
         + max(0, stored - stats["sent"]),
         "errors": stats["errors"][:5], "n_errors": len(stats["errors"]),
+        "page_arrive_ms": _summary(stats.get("arrive_ms", [])),
+        "page_draw_ms": _summary(stats.get("draw_ms", [])),
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in load_after], "cpus": os.cpu_count(),
         "latencies_ms": lat,
@@ -357,6 +378,11 @@ def main(argv=None) -> int:
                       f"dup {r['duplicated']} errors {r['n_errors']} | load "
                       f"{r['loadavg_before'][0]:.1f}->{r['loadavg_after'][0]:.1f}",
                       flush=True)
+                if r["page_draw_ms"]["n"]:
+                    a, d = r["page_arrive_ms"], r["page_draw_ms"]
+                    print(f"{'':<10} in the page: press -> next case's data median "
+                          f"{_fmt(a['median'])} s p95 {_fmt(a['p95'])} s; data -> drawn median "
+                          f"{_fmt(d['median'])} s p95 {_fmt(d['p95'])} s", flush=True)
     finally:
         if pg is not None:
             pg.stop()
