@@ -157,9 +157,11 @@ def plot_roc(
     n = len(checked)
     ncol = 1 if n <= 16 else 2
     with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(3.4 + 2.3 * ncol, max(3.4, 0.95 + 0.155 * (n / ncol + 3))))
+        bottom = 0.55 + (0.3 if note else 0.0)  # inches: tick labels, x label, the note
+        fig = Figure(figsize=(3.4 + 2.3 * ncol,
+                              max(3.4 + bottom - 0.55, 0.95 + 0.155 * (n / ncol + 3))))
         FigureCanvasAgg(fig)
-        ax = fig.add_axes((0.6 / fig.get_figwidth(), 0.55 / fig.get_figheight(),
+        ax = fig.add_axes((0.6 / fig.get_figwidth(), bottom / fig.get_figheight(),
                            2.75 / fig.get_figwidth(), 2.75 / fig.get_figheight()))
         ax.plot([0, 1], [0, 1], ls=(0, (4, 3)), lw=0.8, color="0.55", zorder=1)
         handles, labels = [], []
