@@ -190,6 +190,10 @@ def test_submit_rating_says_why_a_press_was_not_stored(tmp_path, db_url, clock):
         out = reading.submit_rating(s, proto, "alice", tok,
                                     {"view": scr.view_id, "score": 3, "via": "key"})
         assert out.stored and out.kind == "ok"
+        # the next case's display opened in the rating's own transaction (one commit)
+        second = s.assignments("alice")[1]
+        v = s.view_state("alice", second)
+        assert v is not None and v.n_shows == 1 and v.view_s == 0
         # a second window that still shows the same case: the first rating is kept
         out = reading.submit_rating(s, proto, "alice", tok, {"view": scr.view_id, "score": 0})
         assert not out.stored and "already been rated" in out.message

@@ -120,9 +120,14 @@ def submit_rating(store: StudyStore, protocol: Protocol, reader: str, token: str
                                       time_limit_s=protocol.time_limit_s)
             return Outcome(True, "info", f"Rating changed from {old} ({protocol.label(old)}) to "
                            f"{score} ({protocol.label(score)}).", leave_review=True)
+        assigned, rated = store.assignments(reader), store.rated(reader)
+        nxt = next(((i, c) for i, c in enumerate(assigned) if c not in rated and c != case),
+                   None)
         res = store.record_rating(reader, case, score, token_hash=hash_token(token),
                                   min_view_s=min_view_s, time_limit_s=protocol.time_limit_s,
-                                  detail=detail)
+                                  detail=detail,
+                                  then_show=None if nxt is None else
+                                  (nxt[1], {"position": nxt[0], "mode": "rate"}))
     except RatingRejected as exc:
         if exc.reason == "revoked":
             return Outcome(False, "revoked", "This link is no longer valid: the study "

@@ -547,23 +547,7 @@ class StudyStore:
         try:
             with self._write() as conn:
                 self._check_assigned(conn, reader, case)
-                for row in conn.execute(select(views_t).where(
-                        views_t.c.reader == reader, views_t.c.case_id != case,
-                        views_t.c.open_since_s.is_not(None))).all():
-                    self._close_episode(conn, row, now)
-                row = conn.execute(select(views_t).where(
-                    views_t.c.reader == reader, views_t.c.case_id == case)).first()
-                new = row is None or row.open_since_s is None
-                if row is None:
-                    conn.execute(views_t.insert().values(
-                        reader=reader, case_id=case, first_shown_at=_iso(now),
-                        first_shown_s=now, view_s=0.0, open_since_s=now, n_shows=1))
-                elif row.open_since_s is None:
-                    conn.execute(update(views_t).where(views_t.c.reader == reader,
-                                                       views_t.c.case_id == case)
-                                 .values(open_since_s=now, n_shows=views_t.c.n_shows + 1))
-                if new:
-                    self._event(conn, "shown", reader, case, detail or None, at=_iso(now))
+                new = self._open_in(conn, reader, case, now, detail or None)
                 row = conn.execute(select(views_t).where(
                     views_t.c.reader == reader, views_t.c.case_id == case)).first()
                 return self._view_state(row, now, new=new)
@@ -578,6 +562,28 @@ class StudyStore:
         except SQLAlchemyError as exc:
             raise self._error(f"the display of case {case!r} could not be recorded", exc) \
                 from None
+
+    def _open_in(self, conn, reader: str, case: str, now: float, detail: dict | None) -> bool:
+        """Open ``case``'s display episode inside ``conn``'s transaction, closing the reader's
+        other open episode; True when a new episode started (logged as ``shown``)."""
+        for row in conn.execute(select(views_t).where(
+                views_t.c.reader == reader, views_t.c.case_id != case,
+                views_t.c.open_since_s.is_not(None))).all():
+            self._close_episode(conn, row, now)
+        row = conn.execute(select(views_t).where(
+            views_t.c.reader == reader, views_t.c.case_id == case)).first()
+        if row is None:
+            conn.execute(views_t.insert().values(
+                reader=reader, case_id=case, first_shown_at=_iso(now), first_shown_s=now,
+                view_s=0.0, open_since_s=now, n_shows=1))
+        elif row.open_since_s is None:
+            conn.execute(update(views_t).where(views_t.c.reader == reader,
+                                               views_t.c.case_id == case)
+                         .values(open_since_s=now, n_shows=views_t.c.n_shows + 1))
+        else:
+            return False
+        self._event(conn, "shown", reader, case, detail, at=_iso(now))
+        return True
 
     def close_views(self, reader: str) -> None:
         """Close the reader's open display episode, if any (nothing is on their screen)."""
@@ -606,7 +612,8 @@ class StudyStore:
     def record_rating(self, reader: str, case: str, score: int, *,
                       token_hash: str | None = None, min_view_s: float | None = None,
                       time_limit_s: float | None = None, source: str = "app",
-                      detail: dict | None = None) -> RatingOutcome:
+                      detail: dict | None = None,
+                      then_show: tuple[str, dict] | None = None) -> RatingOutcome:
         """Store the first rating of (reader, case) and its ``rated`` audit event, committed.
 
         Parameters
@@ -616,6 +623,9 @@ class StudyStore:
         min_view_s : when given (the app always gives it), the case must be on the reader's
             screen -- an open display episode -- for at least this many seconds.
         time_limit_s : the protocol's time per case; a rating after it is flagged over time.
+        then_show : (case, detail) the app shows next: its display episode opens in the same
+            transaction (one commit per rating instead of two; on SQLite each commit waits for
+            an fsync, and the writers queue for them).
 
         Returns
         -------
@@ -655,6 +665,8 @@ class StudyStore:
                 if over:
                     info["over_time"] = True
                 self._event(conn, "rated", reader, case, info, at=_iso(now))
+                if then_show is not None:
+                    self._open_in(conn, reader, then_show[0], now, then_show[1] or None)
             return RatingOutcome(stored=True, duration_s=view_s, over_time=over)
         except (_Duplicate, IntegrityError):
             self.log("duplicate", reader, case, score=int(score), source=source)
