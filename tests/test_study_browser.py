@@ -480,7 +480,10 @@ def test_the_viewer_fills_the_screen_and_its_tools_work(tmp_path, server, browse
     if shots:
         Path(shots).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(shots) / f"reader_{width}x{height}@{dpr}x.png"))
-    # the instructions open again at any time
-    page.get_by_role("button", name="Instructions").click()
-    page.get_by_text("Rating scale").first.wait_for()
+    # the instructions open again at any time, and close
+    page.locator(".helpbtn").click()
+    page.locator(".help.on").wait_for(state="visible")
+    assert "Rating scale" in page.locator(".help").inner_text()
+    page.keyboard.press("Escape")
+    page.locator(".help").wait_for(state="hidden")
     ctx.close()

@@ -35,7 +35,7 @@ from mame_eval.errors import MameError
 from mame_eval.studies.reading import current_screen, submit_rating
 from mame_eval.studies.store import StudyStore
 from mame_eval.studies.study import ENV_DB, ENV_STUDY, Study, open_study
-from mame_eval.studies.viewer import case_data_url, viewer
+from mame_eval.studies.viewer import case_data_url, instructions_html, viewer
 
 VIEWER_KEY = "reader_viewer"
 #: benchmarks set this to a file: one JSON line per handled press (server-side timing)
@@ -194,12 +194,24 @@ def _completed(study: Study, store: StudyStore, reader: str, total: int) -> None
     st.success(f"All {total} cases are rated. Thank you! You can close this page.")
 
 
-def _header(study: Study, total: int) -> None:
-    left, right = st.columns([6, 1], vertical_alignment="center")
-    with left:
-        st.markdown(f"**{study.protocol.title}**")
-    with right, st.popover("Instructions", use_container_width=True):
-        _instructions_text(study, total)
+def _help_html(study: Study, total: int) -> str:
+    """The instructions panel of the viewer (protocol text, scale, viewer and timing notes)."""
+    import html as _html
+
+    proto = study.protocol
+    rows = "".join(f"<tr><td><kbd>{_html.escape(proto.key_for(p.value) or '')}</kbd></td>"
+                   f"<td>{_html.escape(p.label)}</td></tr>" for p in proto.scale)
+    timing = (f"<p>You have <strong>{proto.time_limit_s:g} seconds</strong> per case; the time "
+              "counts from the first display of a case, also across reloads.</p>"
+              if proto.time_limit_s else "")
+    return (instructions_html(proto.render_instructions(total))
+            + f"<p><strong>Rating scale</strong></p><table>{rows}</table>" + timing
+            + "<p><strong>Viewer</strong>: mouse wheel or + / − to zoom (beyond 100 % you see "
+            "the pixels), drag to pan, double-click or F to fit, <strong>1:1</strong> one image "
+            "pixel per screen pixel. <strong>Window / level</strong>: right-drag (or switch the "
+            "left drag to W/L with W), the sliders or a preset; I inverts, M shows a magnifier "
+            f"under the mouse, R resets. A rating counts once the case has been on screen for "
+            f"{proto.min_view_ms / 1000:g} s; hold no key down.</p>")
 
 
 def _case_page(study: Study, store: StudyStore, reader: str) -> None:
@@ -211,7 +223,6 @@ def _case_page(study: Study, store: StudyStore, reader: str) -> None:
         return
     if scr.mode != "review":
         ss["review"] = None
-    _header(study, scr.total)
     time_up = scr.seconds_left is not None and scr.seconds_left <= 0
     keys = [k for k in (proto.key_for(v) for v in proto.values) if k is not None]
     data = {
@@ -222,11 +233,12 @@ def _case_page(study: Study, store: StudyStore, reader: str) -> None:
                   for p in proto.scale],
         "current": scr.current,
         "current_label": proto.label(scr.current) if scr.current is not None else None,
+        "title": proto.title, "help": _help_html(study, scr.total),
         "question": proto.question, "min_view_ms": proto.min_view_ms,
         "seconds_left": scr.seconds_left, "back": scr.can_go_back,
         "ack": ss.get("ack"), "notice": ss.get("notice"),
         "hint": (f"Keys {keys[0]}–{keys[-1]} rate; " if keys else "")
-        + "+/− zoom · F fit · W drag mode · I invert · M loupe · R reset",
+        + "+/− zoom · F fit · W drag mode · I invert · M loupe · R reset · H help",
     }
     res = viewer(key=VIEWER_KEY, data=data,
                  on_rate_change=functools.partial(_on_event, "rate"),

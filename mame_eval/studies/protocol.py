@@ -217,7 +217,8 @@ Click a rating or press the key **0-4**: one press is one rating, counted once t
 been on screen for half a second. Zoom with the mouse wheel or + / -, drag to pan, double-click
 or F to fit, "1:1" for full resolution. Adjust brightness and contrast (window / level) by
 dragging with the right mouse button, with the sliders or a preset; I inverts the grey scale,
-M shows a magnifier under the mouse, R resets. "Instructions" (top right) shows this again.
+M shows a magnifier under the mouse, R resets. "Instructions" (next to "Case k of n") or the
+key H shows this again.
 
 Your rating is saved as soon as you give it, and the next image follows. Ratings are final.
 You can close the page at any time: your link brings you back to the first image you have not

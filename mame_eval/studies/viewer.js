@@ -193,6 +193,8 @@ function onKeyDown(e) {
   else if (k === "m") toggle("loupe");
   else if (k === "w") toggle("mode");
   else if (k === "r") reset();
+  else if (k === "h" || k === "?") toggleHelp();
+  else if (k === "escape") toggleHelp(false);
   else return;
   e.preventDefault();
 }
@@ -370,9 +372,15 @@ function build(parent) {
     <div class="info"><span class="zoom"></span> <span class="wl"></span> <span class="timer"></span></div>
     <div class="toast" role="alert"></div>
     <div class="timeup">Time is up for this case: please give your rating.</div>
+    <div class="help" role="dialog" aria-label="Instructions">
+      <button class="close" data-help="close" title="Close (Esc)">&times; close</button>
+      <div class="helptext"></div>
+    </div>
   </div>
   <div class="side">
-    <div class="count"></div>
+    <div class="title"></div>
+    <div class="count"><span class="k"></span><button class="helpbtn" data-help="toggle"
+      title="Show the instructions again (H)">Instructions</button></div>
     <div class="bar"><div class="fill"></div></div>
     <div class="question"></div>
     <div class="review"></div>
@@ -441,6 +449,10 @@ function build(parent) {
     const b = e.target.closest("button");
     if (b && b.dataset.value !== undefined) press(Number(b.dataset.value), "click");
   });
+  root.addEventListener("click", (e) => {
+    const b = e.target.closest("[data-help]");
+    if (b) toggleHelp(b.dataset.help === "close" ? false : undefined);
+  });
   root.querySelector(".nav").addEventListener("click", (e) => {
     const b = e.target.closest("button");
     if (b && b.dataset.to) navigate(b.dataset.to);
@@ -448,9 +460,18 @@ function build(parent) {
   return root;
 }
 
+function toggleHelp(show) {
+  const h = $(".help");
+  const on = show === undefined ? !h.classList.contains("on") : show;
+  h.classList.toggle("on", on);
+}
+
 function renderPanel(D) {
   const root = S.ctx.root;
-  $(".count").textContent = `Case ${D.k} of ${D.n}`;
+  $(".title").textContent = D.title || "";
+  $(".k").textContent = `Case ${D.k} of ${D.n}`;
+  const help = $(".helptext");
+  if (help.dataset.src !== D.help) { help.dataset.src = D.help || ""; help.innerHTML = D.help || ""; }
   $(".fill").style.width = `${(100 * D.done) / Math.max(1, D.n)}%`;
   $(".question").textContent = D.question;
   $(".review").textContent = D.mode === "review"

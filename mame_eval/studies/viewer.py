@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import base64
 import functools
+import html
+import re
 from pathlib import Path
 
 import streamlit as st
 
-__all__ = ["case_data_url", "viewer"]
+__all__ = ["case_data_url", "instructions_html", "viewer"]
 
 _HERE = Path(__file__).parent
 _JS = (_HERE / "viewer.js").read_text(encoding="utf-8")
@@ -37,3 +39,43 @@ def case_data_url(path: Path) -> str:
     """The case PNG as a ``data:`` URL, exactly its bytes (cached per file version)."""
     stat = Path(path).stat()
     return _encoded(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+def _inline(text: str) -> str:
+    out = html.escape(text, quote=False)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
+
+
+@functools.lru_cache(maxsize=64)
+def instructions_html(markdown: str) -> str:
+    """The protocol's instructions (a Markdown subset: paragraphs, ``* `` bullets, ``**bold**``,
+    ```code```) as HTML for the viewer's instructions panel; everything else is escaped."""
+    blocks: list[str] = []
+    para: list[str] = []
+    items: list[str] = []
+
+    def flush() -> None:
+        if para:
+            blocks.append("<p>" + _inline(" ".join(para)) + "</p>")
+            para.clear()
+        if items:
+            blocks.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in items) + "</ul>")
+            items.clear()
+
+    for line in markdown.strip().splitlines():
+        stripped = line.strip()
+        if not stripped:
+            flush()
+        elif stripped.startswith(("* ", "- ")):
+            if para:
+                flush()
+            items.append(stripped[2:])
+        elif items and line.startswith(" "):
+            items[-1] += " " + stripped  # a wrapped bullet
+        else:
+            if items:
+                flush()
+            para.append(stripped)
+    flush()
+    return "".join(blocks)
