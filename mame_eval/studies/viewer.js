@@ -59,6 +59,8 @@ function record(kind, extra) {
 function setNotice(kind, text, opts) {
   const el = $(".notice");
   if (!el) return;
+  S.noticeAt = now();
+  S.noticeKind = kind;
   el.className = "notice " + kind;
   el.textContent = text;
   if (opts && opts.reload) {
@@ -554,7 +556,8 @@ export default function (component) {
     S.state = "loading";
     S.pending = null;
     clearTimeout(S.timers.slow); clearTimeout(S.timers.dead); clearInterval(S.timers.resend);
-    setNotice("", "");
+    // a refused press stays acknowledged on screen even when the next case arrives at once
+    if (!(S.noticeKind === "warn" && now() - S.noticeAt < 2000)) setNotice("", "");
     startTimer(D);
     record("display", { view: D.view, k: D.k });
     loadImage(D, () => {
