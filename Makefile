@@ -20,13 +20,19 @@ $(STAMP): pyproject.toml
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mame_eval tests benchmarks
 
-# The reader-study browser tests drive Debian's chromium (Playwright cannot download one).
+# The reader-study browser tests drive Debian's chromium (Playwright cannot download one) and
+# the PostgreSQL tests start a throw-away server from Debian's postgresql package (initdb +
+# postgres as an unprivileged user); CI runs as root on a fresh machine and installs both here.
 system-deps:
-	@if [ ! -x /usr/bin/chromium ]; then \
+	@missing=""; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
-	      >/dev/null || echo "warning: could not install chromium; browser tests will skip"; \
-	  else echo "note: run 'apt-get install -y chromium' as root for the browser tests"; fi; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      $$missing) >/dev/null \
+	      || echo "warning: could not install$$missing; their tests fail under CI=1"; \
+	  else echo "note: run 'apt-get install -y$$missing' as root for the browser and PostgreSQL tests"; fi; \
 	fi
 
 test: lint system-deps

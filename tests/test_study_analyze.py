@@ -110,7 +110,12 @@ def test_analyze_on_imported_ratings_matches_sklearn(study, tmp_path):
     ref = mrmc_report(pd.read_csv(long_csv))
     assert results["mrmc"]["modalities"]["all"]["ci"] == pytest.approx(
         ref["modalities"]["all"]["ci"])
-    assert avg["ci"] == pytest.approx(ref["modalities"]["all"]["ci"])
+    assert avg["ci_unclipped"] == pytest.approx(ref["modalities"]["all"]["ci"])
+    # three very different readers: the OR-Hillis interval leaves [0, 1] and is clipped
+    lo, hi = ref["modalities"]["all"]["ci"]
+    assert hi > 1 and avg["ci"] == pytest.approx([lo, 1.0])
+    assert "clipped" in avg["ci_note"] and "clipped" in out.table
+    assert results["score_used"] == "final" and "final score" in out.table
     # agreement
     wide = ratings.pivot(index="case", columns="reader", values="score")
     kap = {(k["reader_a"], k["reader_b"]): k["kappa"] for k in results["agreement"]["kappa"]}
@@ -200,7 +205,8 @@ def test_status_never_shows_scores_and_tokens_can_be_reissued(study, tmp_path):
     assert [(r.reader, r.done, r.total) for r in s.readers] == [
         ("alice", 10, 24), ("bob", 0, 24), ("carol", 0, 24)]
     assert set(s.to_dict()["readers"][0]) == {"reader", "done", "total", "started",
-                                             "last_activity"}
+                                             "last_activity", "median_s_per_case",
+                                             "over_time"}
     link = reissue_token(study, "bob")
     st = open_study(study)
     with st.store() as store:
@@ -276,3 +282,49 @@ def test_module_entry_point_reports_errors_in_one_line(tmp_path):
                            str(tmp_path / "nope")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and "study folder not found" in proc.stderr
+
+
+@pytest.mark.parametrize(("args", "option"), [
+    (["analyze", "{study}", "--out", "{file}"], "--out"),
+    (["analyze", "{study}", "--cutoff", "7"], "--cutoff"),
+    (["analyze", "{study}", "--cutoff", "-1"], "--cutoff"),
+    (["analyze", "{study}", "--margin", "0.7"], "--margin"),
+    (["analyze", "{study}", "--margin", "0"], "--margin"),
+    (["analyze", "{study}", "--level", "95"], "--level"),
+    (["analyze", "{study}", "--score", "best"], "--score"),
+    (["export", "{study}", "--out", "{dir}"], "--out"),
+    (["import-ratings", "{study}", "{dir}"], "is a folder"),
+])
+def test_bad_options_are_one_line_naming_the_option_and_write_nothing(study, tmp_path, args,
+                                                                      option):
+    import_ratings(study, _write(_ratings(study), tmp_path / "r.csv"))
+    existing = tmp_path / "existing.txt"
+    existing.write_text("keep me")
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    argv = [a.format(study=study, file=existing, dir=folder) for a in args]
+    res = CliRunner().invoke(study_app, argv)
+    assert res.exit_code != 0 and isinstance(res.exception, StudyError)
+    msg = str(res.exception)
+    assert option in msg and "\n" not in msg
+    assert existing.read_text() == "keep me" and list(folder.iterdir()) == []
+    assert not (study / "analysis").exists() and not (study / "exports").exists()
+
+
+def test_the_command_line_prints_one_error_line_and_no_traceback(study, tmp_path):
+    out = tmp_path / "results.txt"
+    out.write_text("x")
+    proc = subprocess.run([sys.executable, "-m", "mame_eval.studies.commands", "analyze",
+                           str(study), "--out", str(out)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "--out" in proc.stderr
+
+
+def test_serving_on_another_port_than_the_links_warns(study):
+    from mame_eval.studies.study import link_port_warning
+
+    assert link_port_warning(study, None) is None
+    assert link_port_warning(study, 8501) is None
+    warning = link_port_warning(study, 8600)
+    assert "--port 8600" in warning and "port 8501" in warning and "\n" not in warning

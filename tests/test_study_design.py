@@ -85,7 +85,7 @@ def inputs(tmp_path_factory):
 def study(inputs, tmp_path_factory):
     real, syn = inputs
     out = tmp_path_factory.mktemp("studies") / "blind"
-    res = create_study(out, real, syn, n=N, readers="alice,bob,carol", seed=7)
+    res = create_study(out, real, syn, n=N, readers="alice,bob,carol", seed=7, size="128x128")
     return res
 
 
@@ -242,7 +242,8 @@ def test_tokens_are_shown_once_and_only_their_hashes_stored(study):
 
 def test_same_seed_same_cases_key_and_orders(inputs, tmp_path, study):
     real, syn = inputs
-    again = create_study(tmp_path / "again", real, syn, n=N, readers="alice,bob,carol", seed=7)
+    again = create_study(tmp_path / "again", real, syn, n=N, readers="alice,bob,carol", seed=7,
+                         size="128x128")
     a = {p.name: p.read_bytes() for p in (study.path / "cases").iterdir()}
     b = {p.name: p.read_bytes() for p in (again.path / "cases").iterdir()}
     assert a == b
@@ -250,7 +251,8 @@ def test_same_seed_same_cases_key_and_orders(inputs, tmp_path, study):
     s1, s2 = open_study(study.path), open_study(again.path)
     with s1.store() as x, s2.store() as y:
         assert all(x.assignments(r) == y.assignments(r) for r in ("alice", "bob", "carol"))
-    other = create_study(tmp_path / "other", real, syn, n=N, readers="alice", seed=8)
+    other = create_study(tmp_path / "other", real, syn, n=N, readers="alice", seed=8,
+                         size="128x128")
     assert {p.name for p in (other.path / "cases").iterdir()} != set(a)
 
 
@@ -272,7 +274,7 @@ def _no_leftovers(parent: Path) -> list[str]:
 def test_create_refuses_bad_input_with_one_line_and_leaves_nothing(inputs, tmp_path, kwargs,
                                                                    message):
     real, syn = inputs
-    args = {"n": 10, "readers": "alice", "seed": 1, **kwargs}
+    args = {"n": 10, "readers": "alice", "seed": 1, "size": "128x128", **kwargs}
     with pytest.raises(StudyError) as err:
         create_study(tmp_path / "s", real, syn, **args)
     assert message in str(err.value) and "\n" not in str(err.value)
@@ -291,7 +293,7 @@ def test_create_never_overwrites_and_cleans_up_after_a_failure(inputs, tmp_path,
         (bad / f"s{i}{p.suffix}").write_bytes(p.read_bytes())
     (bad / "s9.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     with pytest.raises(StudyError, match=r"s9\.png: not a readable image"):
-        create_study(tmp_path / "s", real, bad, n=10, readers="alice", seed=1)
+        create_study(tmp_path / "s", real, bad, n=10, readers="alice", seed=1, size=128)
     assert not (tmp_path / "s").exists() and not _no_leftovers(tmp_path)
     # the same image under both truths
     dup = tmp_path / "dup"
@@ -318,6 +320,17 @@ def _create_with_overlap(real: Path, dup: Path, tmp: Path):
     for p in sorted(real.iterdir())[:6]:
         (small_real / p.name).write_bytes(p.read_bytes())
     return create_study(tmp / "s", small_real, dup, n=12, readers="a", seed=1)
+
+
+def test_different_native_sizes_need_an_explicit_common_size(inputs, tmp_path):
+    real, syn = inputs
+    with pytest.raises(StudyError) as err:
+        create_study(tmp_path / "s", real, syn, n=10, readers="a", seed=2)
+    msg = str(err.value)
+    assert "\n" not in msg and "--size" in msg
+    assert "real: 128x128 (5)" in msg and "synthetic: 160x160 (5)" in msg
+    assert "--size 160x160" in msg and "--size 128x128" in msg
+    assert not (tmp_path / "s").exists() and not _no_leftovers(tmp_path)
 
 
 def test_size_option_and_geometry_notes(inputs, tmp_path):
@@ -383,7 +396,8 @@ def test_tiny_model_run_folder_is_blinded_like_any_other(inputs, txt2img_pipe, t
     run = generate(None, "a hologic mammogram in CC view with small area", tmp_path / "run",
                    n=12, steps=2, seed=3, pipe=txt2img_pipe)
     assert (run.out / "manifest.jsonl").is_file() and Image.open(run.files[0]).mode == "RGB"
-    res = create_study(tmp_path / "s", real, run.out, n=20, readers="alice,bob", seed=4)
+    res = create_study(tmp_path / "s", real, run.out, n=20, readers="alice,bob", seed=4,
+                       size="32x32")
     cases = sorted((res.path / "cases").iterdir())
     assert len(cases) == 20
     blobs = [p.read_bytes() for p in cases]
@@ -401,3 +415,104 @@ def test_tiny_model_run_folder_is_blinded_like_any_other(inputs, txt2img_pipe, t
     blob = b"".join(blobs) + (res.path / "study.db").read_bytes()
     for needle in (b"manifest", b"guidance", b"hologic", b"00000"):
         assert needle not in blob
+
+
+# --------------------------------------------------------------------------------------------
+# blinding audit: pixel statistics measured before any reader sees a case
+# --------------------------------------------------------------------------------------------
+
+
+def test_case_statistics_against_hand_computed_values():
+    from mame_eval.studies.audit import case_statistics
+
+    two = np.zeros((16, 16), np.uint8)
+    two[:, 8:] = 255
+    s = case_statistics(two)
+    assert s["entropy_bits"] == pytest.approx(1.0) and s["frac_black"] == 0.5
+    assert s["frac_white"] == 0.5 and (s["min"], s["max"], s["mean"]) == (0, 255, 127.5)
+    assert case_statistics(np.full((8, 8), 7, np.uint8))["hf_power"] == 0.0
+    rng = np.random.default_rng(0)
+    noisy = np.clip(np.rint(128 + rng.normal(0, 10, (256, 256))), 0, 255).astype(np.uint8)
+    assert case_statistics(noisy)["noise_sigma"] == pytest.approx(10, rel=0.05)
+    # white noise: 1 - pi/16 of its power lies above a quarter cycle per pixel
+    assert case_statistics(noisy)["hf_power"] == pytest.approx(1 - np.pi / 16, abs=0.02)
+    smooth = np.asarray(Image.fromarray(noisy).filter(ImageFilter.GaussianBlur(2)))
+    assert case_statistics(smooth)["hf_power"] < 0.05
+
+
+def test_a_study_whose_sources_differ_warns_naming_the_leaking_statistics(study):
+    audit = study.audit
+    assert (study.path / "blinding_audit.csv").is_file()
+    for suffix in (".png", ".pdf"):
+        fig = study.path / f"blinding_audit{suffix}"
+        assert fig.stat().st_size > 1000 and oct(fig.stat().st_mode & 0o777) == "0o644"
+    table = pd.read_csv(study.path / "blinding_audit.csv")
+    assert set(table["statistic"]) >= {"max", "min", "mean", "std", "frac_black", "frac_white",
+                                       "entropy_bits", "hf_power", "noise_sigma",
+                                       "resample_factor", "classifier"}
+    t = table.set_index("statistic")
+    # the synthetic cases were 160 px, blurred and re-noised: resampling and noise tell
+    assert t.loc["resample_factor", "auroc"] == 1.0 and t.loc["resample_factor", "leaks"]
+    assert t.loc["resample_factor", "higher_in"] == "real"  # real ones were not resampled
+    assert audit.leaks and "resample_factor" in audit.leaking
+    warning = study.audit_warning
+    assert warning.startswith("BLINDING AUDIT") and "resample_factor" in warning
+    assert all(name in warning for name in audit.leaking) and "\n" not in warning
+    # the AUROC column is the Mann-Whitney AUC of each statistic, recomputed by hand
+    truth = read_key(study.path).set_index("case")["truth"]
+    from mame_eval.studies.audit import case_statistics
+
+    vals = [case_statistics(np.asarray(Image.open(study.path / "cases" / f"{c}.png")))["mean"]
+            for c in truth.index]
+    assert t.loc["mean", "auroc"] == pytest.approx(rank_auc(vals, truth.to_numpy()))
+    from mame_eval.studies.study import format_status, study_status
+
+    assert "BLINDING AUDIT" in format_status(study_status(study.path))
+
+
+def test_a_study_from_one_source_does_not_warn(inputs, tmp_path):
+    real, _ = inputs
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    for i, p in enumerate(sorted(real.glob("*.png"))):
+        ((a if i % 2 else b) / p.name).write_bytes(p.read_bytes())
+    res = create_study(tmp_path / "same", a, b, n=20, readers="x", seed=3)
+    assert not res.audit.leaks and res.audit_warning is None
+    table = pd.read_csv(res.path / "blinding_audit.csv")
+    assert not table["leaks"].any() and (table["p_adjusted"] >= table["p_value"]).all()
+
+
+def test_the_measured_brightest_pixel_leak_is_caught(inputs, tmp_path):
+    """As measured in a real study: real cases peak at 239-244, synthetic ones at 255 with
+    some pure white; either statistic alone separates the classes perfectly."""
+    real, _ = inputs
+    files = sorted(real.glob("*.png"))
+    r, s = tmp_path / "r", tmp_path / "s"
+    r.mkdir()
+    s.mkdir()
+    rng = np.random.default_rng(1)
+    for i, p in enumerate(files):
+        g = np.asarray(Image.open(p).convert("L"), dtype=float)
+        if i % 2:
+            g = g / max(g.max(), 1) * rng.integers(239, 245)
+            Image.fromarray(np.rint(g).astype(np.uint8)).save(r / f"{i}.png")
+        else:
+            g = g / max(g.max(), 1) * 255
+            g[g < np.quantile(g, 0.10)] = 0
+            Image.fromarray(np.rint(g).astype(np.uint8)).save(s / f"{i}.png")
+    runner_out = tmp_path / "leaky"
+    from typer.testing import CliRunner
+
+    from mame_eval.studies.commands import study_app
+
+    cli = CliRunner().invoke(study_app, ["create", "--real", str(r), "--synthetic", str(s),
+                                         "--n", "20", "--readers", "x", "--seed", "2",
+                                         "--out", str(runner_out)])
+    assert cli.exit_code == 0, cli.output
+    assert "warning: BLINDING AUDIT" in cli.output and "max (AUROC 0.00" in cli.output
+    table = pd.read_csv(runner_out / "blinding_audit.csv").set_index("statistic")
+    assert table.loc["max", "leaks"] and table.loc["max", "higher_in"] == "synthetic"
+    assert table.loc["classifier", "leaks"] and not table.loc["mean", "leaks"]
+    status = CliRunner().invoke(study_app, ["status", str(runner_out)])
+    assert "BLINDING AUDIT" in status.output and "max (AUROC" in status.output

@@ -38,7 +38,7 @@ def _base() -> dict:
 @pytest.mark.parametrize("patch, expected", [
     ({"colour": "red"}, "unknown key 'colour'"),
     ({"scale": [{"value": 0, "label": "a", "key": "x"}, {"value": 1, "label": "b"}]},
-     "unknown key 'key' in scale.0"),
+     "unknown key 'scale.0.key'"),
     ({"scale": [{"value": 1, "label": "a"}, {"value": 0, "label": "b"}]},
      "strictly increasing"),
     ({"scale": [{"value": 0, "label": "a"}, {"value": 1, "label": "a"}]}, "distinct"),

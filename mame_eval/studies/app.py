@@ -3,41 +3,59 @@
 Started by :func:`mame_eval.studies.study.serve` (``mame-eval study serve``), which passes the
 study folder in ``$MAME_EVAL_STUDY`` (and a database URL in ``$MAME_EVAL_STUDY_DB``).
 
-* ``/?token=<reader token>`` -- instructions, then one case at a time: the image in a
-  zoom/pan viewer (wheel or +/- to zoom, drag to pan, double-click to fit, 1:1 for full
-  resolution), the rating scale as buttons (keys 0-9 press them), progress "12 / 53". Each
-  rating is committed to the database before the next case is shown; reopening the link (even
-  after a server restart) continues at the first unrated case. A completion page at the end.
-* ``/?token=<coordinator token>`` -- every reader's progress; no ratings, no truth.
+* ``/?token=<reader token>`` -- instructions, then one case at a time in a diagnostic viewer
+  (window/level with presets, invert, magnifier, zoom to pixels, fit, 1:1 on HiDPI screens;
+  :mod:`mame_eval.studies.viewer`) next to the rating scale (keys 0-9 or clicks), "Case k of
+  n", the instructions reopenable at any time, a completion page. What may be stored is decided
+  by :mod:`mame_eval.studies.reading`: one press at most one rating, only for the case on
+  screen, after the protocol's minimum viewing time, with a valid token; time measured by the
+  server. A press that cannot be taken is acknowledged on the page.
+* ``/?token=<coordinator token>`` -- per-reader progress, median time per case and over-time
+  counts, refreshing by itself; never scores or truth.
 * no token or an unknown one -- a message and nothing else.
 
-The app reads ``study.toml``, ``cases/`` and the database only; it never opens ``key.csv``.
+The app reads ``study.toml``, ``cases/``, ``blinding_audit.csv`` and the database only; it never
+opens ``key.csv``. After a server restart an open page reconnects: its next press reaches a new
+session, which stores it (the press carries everything needed) and shows the next case.
 """
 
 from __future__ import annotations
 
-import base64
-import inspect
+import functools
 import json
 import os
+import threading
 import time
+from collections import deque
 
 import pandas as pd
 import streamlit as st
 
 from mame_eval.errors import MameError
-from mame_eval.studies.store import StudyStore, utcnow
+from mame_eval.studies.reading import current_screen, submit_rating
+from mame_eval.studies.store import StudyStore
 from mame_eval.studies.study import ENV_DB, ENV_STUDY, Study, open_study
+from mame_eval.studies.viewer import case_data_url, instructions_html, viewer
 
-VIEWER_HEIGHT = 760
-
-_BUTTON_WIDTH = ({"width": "stretch"} if "width" in inspect.signature(st.button).parameters
-                 else {"use_container_width": True})
+VIEWER_KEY = "reader_viewer"
+#: benchmarks set this to a file: one JSON line per handled press (server-side timing)
+ENV_TIMINGS = "MAME_EVAL_STUDY_TIMINGS"
+BAD_TOKEN_LOG_INTERVAL_S = 60.0
 
 NO_TOKEN_MESSAGE = ("This reader study is opened through a personal link (…/?token=…). Please "
                     "use the link you received from the study coordinator.")
 BAD_TOKEN_MESSAGE = ("This link is not valid. Please use the personal link you received from "
                      "the study coordinator, or ask them for a new one.")
+REVOKED_MESSAGE = ("This link is no longer valid: the study coordinator has issued you a new "
+                   "one. Every rating you gave before is stored; please continue with your new "
+                   "link.")
+
+_PAGE_CSS = """<style>
+header[data-testid="stHeader"] { display: none; }
+[data-testid="stMainBlockContainer"], .block-container {
+  padding: 0.6rem 1rem 0 1rem !important; max-width: 100% !important; }
+[data-testid="stToolbar"] { display: none; }
+</style>"""
 
 
 @st.cache_resource(show_spinner=False)
@@ -45,182 +63,93 @@ def _load_study(path: str, db: str | None) -> Study:
     return open_study(path, db)
 
 
-def _iframe(markup: str, height: int) -> None:
-    if hasattr(st, "iframe"):
-        st.iframe(markup, height=height)
-    else:  # Streamlit < 1.50
-        import streamlit.components.v1 as components
-
-        components.html(markup, height=height)
+@st.cache_resource(show_spinner=False)
+def _bad_token_counter() -> dict:
+    """Per server process: bad-token page loads are logged at most once a minute, with a
+    count, so that guessing links cannot fill the audit log."""
+    return {"lock": threading.Lock(), "last": 0.0, "pending": 0}
 
 
-# --------------------------------------------------------------------------------------------
-# the image viewer (HTML + JS inside an iframe of the same origin)
-# --------------------------------------------------------------------------------------------
-
-_VIEWER = """<!doctype html><html><head><meta charset="utf-8"><style>
-html,body{margin:0;height:100%;background:#000;overflow:hidden;font-family:sans-serif}
-#stage{position:absolute;inset:0;cursor:grab;touch-action:none}
-#stage.drag{cursor:grabbing}
-#img{position:absolute;left:0;top:0;transform-origin:0 0;user-select:none;-webkit-user-drag:none}
-#bar{position:absolute;right:8px;top:8px;display:flex;gap:4px;z-index:2}
-#bar button{background:#222;color:#eee;border:1px solid #555;border-radius:4px;padding:2px 9px;
- cursor:pointer;font-size:14px}
-#info{position:absolute;left:8px;top:8px;color:#bbb;font-size:12px;z-index:2;
- background:rgba(0,0,0,.5);padding:2px 6px;border-radius:4px}
-#timeup{display:none;position:absolute;inset:0;color:#eee;align-items:center;
- justify-content:center;font-size:20px}
-</style></head><body>
-<div id="stage"><img id="img" alt="case image" draggable="false"
- src="data:image/png;base64,__DATA__"></div>
-<div id="bar"><button id="zin" title="zoom in (+)">+</button>
-<button id="zout" title="zoom out (-)">&minus;</button>
-<button id="fit" title="fit to the window (double-click)">fit</button>
-<button id="one" title="full resolution, one image pixel per screen pixel">1:1</button></div>
-<div id="info"><span id="zoom"></span> <span id="timer"></span></div>
-<div id="timeup">Time is up for this case &mdash; please give your rating.</div>
-<script>
-(function () {
-  const IW = __W__, IH = __H__, NONCE = "__NONCE__", LIMIT = __LIMIT__;
-  const stage = document.getElementById("stage"), img = document.getElementById("img");
-  let s = 1, x = 0, y = 0, drag = null;
-  function apply() {
-    img.style.transform = "translate(" + x + "px," + y + "px) scale(" + s + ")";
-    document.getElementById("zoom").textContent = Math.round(s * 100) + "%";
-  }
-  function fit() {
-    const W = stage.clientWidth, H = stage.clientHeight;
-    if (!W || !H) return;
-    s = Math.min(W / IW, H / IH); x = (W - IW * s) / 2; y = (H - IH * s) / 2; apply();
-  }
-  function zoomAt(f, cx, cy) {
-    const ns = Math.min(32, Math.max(0.05, s * f));
-    x = cx - (cx - x) * ns / s; y = cy - (cy - y) * ns / s; s = ns; apply();
-  }
-  function mid() { return [stage.clientWidth / 2, stage.clientHeight / 2]; }
-  stage.addEventListener("wheel", function (e) {
-    e.preventDefault();
-    const r = stage.getBoundingClientRect();
-    zoomAt(Math.exp(-e.deltaY * 0.0015), e.clientX - r.left, e.clientY - r.top);
-  }, {passive: false});
-  stage.addEventListener("pointerdown", function (e) {
-    drag = [e.clientX - x, e.clientY - y]; stage.setPointerCapture(e.pointerId);
-    stage.classList.add("drag");
-  });
-  stage.addEventListener("pointermove", function (e) {
-    if (drag) { x = e.clientX - drag[0]; y = e.clientY - drag[1]; apply(); }
-  });
-  stage.addEventListener("pointerup", function () { drag = null; stage.classList.remove("drag"); });
-  stage.addEventListener("dblclick", fit);
-  document.getElementById("zin").onclick = function () { zoomAt(1.25, ...mid()); };
-  document.getElementById("zout").onclick = function () { zoomAt(0.8, ...mid()); };
-  document.getElementById("fit").onclick = fit;
-  document.getElementById("one").onclick = function () { zoomAt(1 / s, ...mid()); };
-  img.addEventListener("load", fit);
-  window.addEventListener("resize", fit);
-  if (img.complete) fit();
-
-  let P = null;
-  try {
-    P = window.parent;
-    if (!P || P === window || !P.document) P = null;
-  } catch (e) { P = null; }
-  function press(e) {
-    if (e.ctrlKey || e.metaKey || e.altKey) return;
-    const t = e.target;
-    if (t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.isContentEditable)) return;
-    if (e.key === "+" || e.key === "=") { zoomAt(1.25, ...mid()); return; }
-    if (e.key === "-") { zoomAt(0.8, ...mid()); return; }
-    if (!/^[0-9]$/.test(e.key) || !P) return;
-    const b = P.document.querySelector(".st-key-score_" + NONCE + "_" + e.key + " button");
-    if (!b || b.disabled) return;
-    if (P.__mameKeyDone === NONCE) return;  // one keyboard rating per shown case
-    P.__mameKeyDone = NONCE;
-    e.preventDefault();
-    b.click();
-  }
-  document.addEventListener("keydown", press);
-  if (P) {
-    if (P.__mameKeyHandler) P.document.removeEventListener("keydown", P.__mameKeyHandler);
-    P.__mameKeyHandler = press;
-    P.document.addEventListener("keydown", press);
-  }
-  if (LIMIT >= 0) {
-    const end = Date.now() + LIMIT * 1000, el = document.getElementById("timer");
-    let iv = null;
-    const tick = function () {
-      const left = Math.max(0, Math.ceil((end - Date.now()) / 1000));
-      el.textContent = "time left " + left + " s";
-      if (left <= 0) {
-        stage.style.display = "none";
-        document.getElementById("timeup").style.display = "flex";
-        if (iv) clearInterval(iv);
-      }
-    };
-    iv = setInterval(tick, 250); tick();
-  }
-})();
-</script></body></html>"""
-
-
-def viewer_html(png: bytes, width: int, height: int, nonce: str,
-                seconds_left: float | None = None) -> str:
-    """The viewer page for one case: the PNG inlined, zoom/pan, keys, optional countdown."""
-    limit = -1 if seconds_left is None else max(0.0, float(seconds_left))
-    return (_VIEWER.replace("__W__", str(int(width))).replace("__H__", str(int(height)))
-            .replace("__NONCE__", json.dumps(nonce)[1:-1])
-            .replace("__LIMIT__", f"{limit:.3f}")
-            .replace("__DATA__", base64.b64encode(png).decode("ascii")))
+def _log_bad_token(store: StudyStore) -> None:
+    c = _bad_token_counter()
+    with c["lock"]:
+        c["pending"] += 1
+        now = time.monotonic()
+        if c["last"] and now - c["last"] < BAD_TOKEN_LOG_INTERVAL_S:
+            return
+        count, c["pending"], c["last"] = c["pending"], 0, now
+    store.log("bad_token", count=count)
 
 
 # --------------------------------------------------------------------------------------------
-# callbacks (run before the next script run, i.e. before the next case is shown)
+# presses: handled in the component's callback (before the script run that shows the result)
+# or, in a session that does not know the component yet (after a server restart), inline
 # --------------------------------------------------------------------------------------------
 
 
-def _flash(kind: str, text: str) -> None:
-    st.session_state["flash"] = (kind, text)
-
-
-def _show_flash() -> None:
-    msg = st.session_state.pop("flash", None)
-    if msg:
-        getattr(st, msg[0])(msg[1])
-
-
-def _start(store_url: str, reader: str) -> None:
-    StudyStore(store_url, shared=True).log("started", reader)
-    st.session_state["started"] = True
-
-
-def _rate(store_url: str, reader: str, case: str, value: int, changing: bool,
-          limit: float | None) -> None:
+def _notice(kind: str, text: str) -> None:
     ss = st.session_state
-    store = StudyStore(store_url, shared=True)
-    duration = time.time() - ss["shown_t"] if ss.get("shown_case") == case else None
-    try:
-        if changing:
-            store.change_rating(reader, case, value, duration_s=duration)
+    ss["notice_n"] = ss.get("notice_n", 0) + 1
+    ss["notice"] = {"id": ss["notice_n"], "kind": kind, "text": text}
+
+
+def _handle(event: str, payload) -> bool:
+    """Act on one press; True when it was new (not handled before in this session)."""
+    ss = st.session_state
+    if not isinstance(payload, dict):
+        return False
+    press = str(payload.get("press", ""))
+    handled = ss.setdefault("handled", deque(maxlen=64))
+    if press in handled:
+        return False
+    handled.append(press)
+    ss["ack"] = press
+    ss["press_t0"] = time.perf_counter()
+    study = _load_study(os.environ[ENV_STUDY], os.environ.get(ENV_DB) or None)
+    store = study.store(shared=True)
+    token = st.query_params.get("token") or ""
+    reader = store.reader_for_token(token)
+    if reader is None:
+        ss["revoked"] = True
+        return True
+    if event == "nav":
+        to = payload.get("to")
+        if to == "next":
             ss["review"] = None
-        else:
-            detail = {"over_time": True} if (limit and duration and duration > limit) else None
-            ok = store.record_rating(reader, case, value, shown_at=ss.get("shown_at"),
-                                     duration_s=duration, detail=detail)
-            if not ok and ss.get("last_rated") != case:
-                _flash("info", "This case had already been rated (in another window?); the "
-                       "first rating was kept.")
-            ss["last_rated"] = case
-    except MameError as exc:
-        ss["attempt"] = ss.get("attempt", 0) + 1
-        _flash("error", f"Your rating was NOT saved ({exc}). Please rate the case again.")
+        elif to == "back" and study.protocol.allow_back:
+            assigned = store.assignments(reader)
+            rated = store.rated(reader)
+            cur = ss.get("review")
+            pos = assigned.index(cur) if cur in assigned else next(
+                (i for i, c in enumerate(assigned) if c not in rated), len(assigned))
+            if pos > 0 and assigned[pos - 1] in rated:
+                ss["review"] = assigned[pos - 1]
+        return True
+    out = submit_rating(store, study.protocol, reader, token, payload, ss.get("review"))
+    if out.kind == "revoked":
+        ss["revoked"] = True
+    elif out.message:
+        _notice(out.kind, out.message)
+    if out.leave_review:
+        ss["review"] = None
+    return True
 
 
-def _go_back(case: str) -> None:
-    st.session_state["review"] = case
+def _on_event(event: str) -> None:
+    result = st.session_state.get(VIEWER_KEY)
+    payload = result.get(event) if result is not None else None
+    _handle(event, payload)
 
 
-def _cancel_review() -> None:
-    st.session_state["review"] = None
+def _record_timing(reader: str, k: int) -> None:
+    t0 = st.session_state.pop("press_t0", None)
+    path = os.environ.get(ENV_TIMINGS)
+    if t0 is None or not path:
+        return
+    line = json.dumps({"reader": reader, "k": k, "server_ms": 1000 * (time.perf_counter() - t0),
+                       "t": time.time()})
+    with open(path, "a") as fh:
+        fh.write(line + "\n")
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,17 +157,31 @@ def _cancel_review() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _instructions(study: Study, store: StudyStore, reader: str, total: int) -> None:
+def _start(store_url: str, reader: str) -> None:
+    StudyStore(store_url, shared=True).log("started", reader)
+    st.session_state["started"] = True
+
+
+def _instructions_text(study: Study, total: int) -> None:
     proto = study.protocol
-    st.title(proto.title)
     st.markdown(proto.render_instructions(total))
-    st.markdown("**Rating scale**")
-    st.table(pd.DataFrame({"key": [proto.key_for(p.value) or "" for p in proto.scale],
-                           "rating": [p.label for p in proto.scale]}).set_index("key"))
+    rows = "\n".join(f"| {proto.key_for(p.value) or ''} | {p.label} |" for p in proto.scale)
+    st.markdown(f"**Rating scale**\n\n| key | rating |\n|---|---|\n{rows}")
     if proto.time_limit_s:
-        st.markdown(f"You have **{proto.time_limit_s:g} seconds** per case.")
-    st.button("Start", key="start", type="primary", on_click=_start,
-              args=(store.url, reader))
+        st.markdown(f"You have **{proto.time_limit_s:g} seconds** per case; the time counts "
+                    "from the first display of a case, also across reloads.")
+    st.markdown(
+        "**Viewer**: mouse wheel or + / − to zoom (beyond 100 % you see the pixels), drag to "
+        "pan, double-click or F to fit, **1:1** one image pixel per screen pixel. **Window / "
+        "level**: right-drag (or switch the left drag to W/L with W), the sliders or a preset; "
+        "I inverts, M shows a magnifier under the mouse, R resets. A rating counts once the "
+        f"case has been on screen for {proto.min_view_ms / 1000:g} s; hold no key down.")
+
+
+def _instructions(study: Study, store: StudyStore, reader: str, total: int) -> None:
+    st.title(study.protocol.title)
+    _instructions_text(study, total)
+    st.button("Start", key="start", type="primary", on_click=_start, args=(store.url, reader))
 
 
 def _completed(study: Study, store: StudyStore, reader: str, total: int) -> None:
@@ -251,102 +194,116 @@ def _completed(study: Study, store: StudyStore, reader: str, total: int) -> None
     st.success(f"All {total} cases are rated. Thank you! You can close this page.")
 
 
+def _help_html(study: Study, total: int) -> str:
+    """The instructions panel of the viewer (protocol text, scale, viewer and timing notes)."""
+    import html as _html
+
+    proto = study.protocol
+    rows = "".join(f"<tr><td><kbd>{_html.escape(proto.key_for(p.value) or '')}</kbd></td>"
+                   f"<td>{_html.escape(p.label)}</td></tr>" for p in proto.scale)
+    timing = (f"<p>You have <strong>{proto.time_limit_s:g} seconds</strong> per case; the time "
+              "counts from the first display of a case, also across reloads.</p>"
+              if proto.time_limit_s else "")
+    return (instructions_html(proto.render_instructions(total))
+            + f"<p><strong>Rating scale</strong></p><table>{rows}</table>" + timing
+            + "<p><strong>Viewer</strong>: mouse wheel or + / − to zoom (beyond 100 % you see "
+            "the pixels), drag to pan, double-click or F to fit, <strong>1:1</strong> one image "
+            "pixel per screen pixel. <strong>Window / level</strong>: right-drag (or switch the "
+            "left drag to W/L with W), the sliders or a preset; I inverts, M shows a magnifier "
+            f"under the mouse, R resets. A rating counts once the case has been on screen for "
+            f"{proto.min_view_ms / 1000:g} s; hold no key down.</p>")
+
+
+def _case_page(study: Study, store: StudyStore, reader: str) -> None:
+    ss = st.session_state
+    proto = study.protocol
+    scr = current_screen(store, proto, reader, ss.get("review"))
+    if scr.finished:
+        _completed(study, store, reader, scr.total)
+        return
+    if scr.mode != "review":
+        ss["review"] = None
+    time_up = scr.seconds_left is not None and scr.seconds_left <= 0
+    keys = [k for k in (proto.key_for(v) for v in proto.values) if k is not None]
+    data = {
+        "view": scr.view_id, "episode": scr.view.n_shows, "mode": scr.mode,
+        "image": None if time_up else case_data_url(study.case_path(scr.case)),
+        "k": scr.position + 1, "n": scr.total, "done": scr.done,
+        "scale": [{"value": p.value, "label": p.label, "key": proto.key_for(p.value)}
+                  for p in proto.scale],
+        "current": scr.current,
+        "current_label": proto.label(scr.current) if scr.current is not None else None,
+        "title": proto.title, "help": _help_html(study, scr.total),
+        "question": proto.question, "min_view_ms": proto.min_view_ms,
+        "seconds_left": scr.seconds_left, "back": scr.can_go_back,
+        "ack": ss.get("ack"), "notice": ss.get("notice"),
+        "hint": (f"Keys {keys[0]}–{keys[-1]} rate; " if keys else "")
+        + "+/− zoom · F fit · W drag mode · I invert · M loupe · R reset · H help",
+    }
+    res = viewer(key=VIEWER_KEY, data=data,
+                 on_rate_change=functools.partial(_on_event, "rate"),
+                 on_nav_change=functools.partial(_on_event, "nav"))
+    fresh = [_handle(ev, getattr(res, ev, None)) for ev in ("rate", "nav")]
+    if any(fresh):  # a new session (server restart): the press was handled just now
+        st.rerun()
+    _record_timing(reader, scr.position + 1)
+
+
 def _reader_page(study: Study, store: StudyStore, reader: str) -> None:
     ss = st.session_state
     if ss.get("reader") != reader:  # another link opened in the same browser session
-        for k in ("started", "review", "shown_case", "shown_t", "shown_at", "last_rated",
-                  "attempt", "completed_logged", "flash"):
+        for k in ("started", "review", "completed_logged", "notice", "ack", "revoked"):
             ss.pop(k, None)
         ss["reader"] = reader
-    proto = study.protocol
-    assigned = store.assignments(reader)
-    total = len(assigned)
-    rated = store.rated(reader)
-    done = len(rated)
-    _show_flash()
+    if ss.get("revoked"):
+        st.error(REVOKED_MESSAGE)
+        return
     if not ss.get("started"):
-        if done > 0 or store.has_event("started", reader):
+        if store.rated(reader) or store.has_event("started", reader):
             ss["started"] = True
         else:
-            _instructions(study, store, reader, total)
+            _instructions(study, store, reader, len(store.assignments(reader)))
             return
-    review = ss.get("review")
-    if review is not None and (not proto.allow_back or review not in rated):
-        review = ss["review"] = None
-    if review is None:
-        nxt = store.next_case(reader)
-        if nxt is None:
-            _completed(study, store, reader, total)
-            return
-        position, case = nxt
-    else:
-        case = review
-        position = assigned.index(case)
-    if ss.get("shown_case") != case:
-        store.log("shown", reader, case, position=position)
-        ss["shown_case"], ss["shown_t"], ss["shown_at"] = case, time.time(), utcnow()
-
-    st.progress(done / total if total else 0.0, text=f"{done} / {total}")
-    left, right = st.columns([4, 1], gap="medium")
-    seconds_left = None
-    if proto.time_limit_s and review is None:
-        seconds_left = proto.time_limit_s - (time.time() - ss["shown_t"])
-    nonce = f"{'r' if review is not None else 'c'}{position}a{ss.get('attempt', 0)}"
-    with left:
-        if seconds_left is not None and seconds_left <= 0:
-            st.warning("Time is up for this case: please give your rating.")
-        else:
-            png = study.case_path(case).read_bytes()
-            _iframe(viewer_html(png, int(study.settings["width"]),
-                                int(study.settings["height"]), nonce, seconds_left),
-                    VIEWER_HEIGHT)
-    with right:
-        st.markdown(f"**{proto.question}**")
-        if review is not None:
-            st.info(f"You rated this case **{rated[case]}** ({proto.label(rated[case])}). "
-                    "Choose a rating to change it.")
-        current = rated.get(case) if review is not None else None
-        for p in proto.scale:
-            key = proto.key_for(p.value)
-            label = f"{key} · {p.label}" if key is not None else p.label
-            st.button(label, key=f"score_{nonce}_{p.value}",
-                      type="primary" if current == p.value else "secondary",
-                      on_click=_rate,
-                      args=(store.url, reader, case, p.value, review is not None,
-                            proto.time_limit_s),
-                      **_BUTTON_WIDTH)
-        keys = [k for k in (proto.key_for(v) for v in proto.values) if k is not None]
-        hint = f"Keys {keys[0]}-{keys[-1]} choose a rating; " if keys else ""
-        st.caption(hint + "+ / - zoom, drag to pan, double-click to fit, 1:1 full resolution.")
-        if proto.allow_back:
-            if review is not None:
-                st.button("Back to the next unrated case", key="cancel_review",
-                          on_click=_cancel_review)
-            elif position > 0 and assigned[position - 1] in rated:
-                st.button("← Previous case", key="go_back", on_click=_go_back,
-                          args=(assigned[position - 1],))
+    _case_page(study, store, reader)
 
 
 def _coordinator_page(study: Study, store: StudyStore) -> None:
+    from mame_eval.studies.audit import audit_warning, read_audit
+
     st.title(f"Coordinator: {study.protocol.title}")
-    rows = []
-    for p in store.progress():
-        state = "finished" if p.finished else ("reading" if p.started else "not started")
-        rows.append({"reader": p.reader, "rated": p.done, "cases": p.total,
-                     "progress": f"{(100 * p.done / p.total) if p.total else 0:.0f}%",
-                     "state": state,
-                     "last activity (UTC)": (p.last_activity or "never")[:19].replace("T", " ")})
-    df = pd.DataFrame(rows)
-    n_done = sum(r["state"] == "finished" for r in rows)
-    st.markdown(f"{len(rows)} readers, {n_done} finished. Ratings and the answer key are not "
-                "shown here; run `mame-eval study analyze` when everyone has finished.")
-    st.table(df.set_index("reader") if not df.empty else df)
-    st.button("Refresh", key="refresh")
+    audit = read_audit(study.path)
+    warning = audit_warning(audit) if audit is not None else None
+    if warning:
+        st.warning(warning)
+
+    @st.fragment(run_every=5)
+    def table() -> None:
+        rows = []
+        limit = study.protocol.time_limit_s
+        for p in store.progress():
+            state = "finished" if p.finished else ("reading" if p.started else "not started")
+            row = {"reader": p.reader, "rated": p.done, "cases": p.total,
+                   "progress": f"{(100 * p.done / p.total) if p.total else 0:.0f}%",
+                   "state": state,
+                   "median s/case": "-" if p.median_s is None else f"{p.median_s:.1f}"}
+            if limit:
+                row["over time"] = p.over_time
+            row["last activity (UTC)"] = (p.last_activity or "never")[:19].replace("T", " ")
+            rows.append(row)
+        df = pd.DataFrame(rows)
+        n_done = sum(r["state"] == "finished" for r in rows)
+        st.markdown(f"{len(rows)} readers, {n_done} finished; refreshed every 5 s "
+                    f"(last {time.strftime('%H:%M:%S')}). Ratings and the answer key are not "
+                    "shown here; run `mame-eval study analyze` when everyone has finished.")
+        st.table(df.set_index("reader") if not df.empty else df)
+
+    table()
 
 
 def main() -> None:
     st.set_page_config(page_title="Reader study", layout="wide",
                        initial_sidebar_state="collapsed")
+    st.html(_PAGE_CSS)
     path = os.environ.get(ENV_STUDY)
     if not path:
         st.error(f"No study to serve: start the app with `mame-eval study serve` (${ENV_STUDY} "
@@ -367,9 +324,11 @@ def main() -> None:
         _reader_page(study, store, reader)
     elif store.is_coordinator(token):
         _coordinator_page(study, store)
+    elif st.session_state.get("reader"):  # this page's link was valid and has been replaced
+        st.error(REVOKED_MESSAGE)
     else:
         if not st.session_state.get("bad_token_logged"):
-            store.log("bad_token")
+            _log_bad_token(store)
             st.session_state["bad_token_logged"] = True
         st.error(BAD_TOKEN_MESSAGE)
 

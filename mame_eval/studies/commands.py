@@ -20,7 +20,7 @@ from mame_eval.errors import MameError
 study_app = typer.Typer(
     name="study",
     help="Blinded real-vs-synthetic reader studies: create, serve (Streamlit), status, "
-    "export, import-ratings, analyze.",
+    "export, import-ratings, analyze, token, upgrade.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -54,11 +54,14 @@ def create(
     db: str | None = typer.Option(None, "--db", help=_DB_HELP),
 ) -> None:
     """Sample, blind and register a study; print each reader's private link ONCE."""
+    from mame_eval.progress import progress_bar
     from mame_eval.studies.study import create_study
 
-    res = create_study(out, real, synthetic, n, readers, ratio=ratio, seed=seed,
-                       protocol=protocol, size=size, db=db, address=address, port=port,
-                       base_url=base_url)
+    progress, bar = progress_bar("blinding cases", unit="case")
+    with bar:
+        res = create_study(out, real, synthetic, n, readers, ratio=ratio, seed=seed,
+                           protocol=protocol, size=size, db=db, address=address, port=port,
+                           base_url=base_url, progress=progress)
     for w in res.warnings:
         typer.echo(f"warning: {w}", err=True)
     typer.echo(f"created study {res.path}: {res.n_real} real + {res.n_synthetic} synthetic "
@@ -67,6 +70,12 @@ def create(
     for reader, link in res.reader_links.items():
         typer.echo(f"  reader {reader}: {link}")
     typer.echo(f"  coordinator: {res.coordinator_link}")
+    if res.audit_warning:
+        bar = "!" * 78
+        typer.echo(f"{bar}\nwarning: {res.audit_warning}\n{bar}", err=True)
+    else:
+        typer.echo(f"blinding audit: no pixel statistic separates real from synthetic cases "
+                   f"({res.audit_files[0].name})")
     typer.echo(f"Next: mame-eval study serve {res.path}")
 
 
@@ -79,10 +88,13 @@ def serve(
     db: str | None = typer.Option(None, "--db", help=_DB_HELP),
 ) -> None:
     """Serve the study in Streamlit until interrupted (Ctrl-C)."""
-    from mame_eval.studies.study import open_study
+    from mame_eval.studies.study import link_port_warning, open_study
     from mame_eval.studies.study import serve as serve_study
 
     st = open_study(study, db)
+    warning = link_port_warning(st, port)
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
     proc = serve_study(st, port=port, address=address, db=db, wait=True)
     where = port or st.settings.get("port")
     typer.echo(f"serving study {st.name} on {address or st.settings.get('address')}:{where} "
@@ -158,6 +170,9 @@ def analyze(
     level: float = typer.Option(0.95, "--level", help="Confidence level."),
     covariance: str = typer.Option("jackknife", "--covariance", help="MRMC AUC covariance: "
                                    "jackknife or delong."),
+    score: str | None = typer.Option(None, "--score", help="Analyse the first or the final "
+                                     "score of each rating (default: the protocol's "
+                                     "score_used)."),
     out: Path | None = typer.Option(None, "--out", help="Output folder (default: "
                                     "STUDY/analysis)."),
     db: str | None = typer.Option(None, "--db", help=_DB_HELP),
@@ -166,7 +181,7 @@ def analyze(
     from mame_eval.studies.study import analyze_study
 
     res = analyze_study(study, cutoff=cutoff, margin=margin, level=level,
-                        covariance=covariance, out=out, db=db)
+                        covariance=covariance, out=out, db=db, score=score)
     typer.echo(res.table)
     typer.echo("wrote " + ", ".join(str(p) for p in res.files))
 
@@ -183,6 +198,19 @@ def token(
 
     link = reissue_token(study, reader, db)
     typer.echo(f"new link for {'reader ' + reader if reader else 'the coordinator'}: {link}")
+
+
+@study_app.command()
+def upgrade(
+    study: Path = typer.Argument(..., help="Study folder."),
+    db: str | None = typer.Option(None, "--db", help=_DB_HELP),
+) -> None:
+    """Migrate a study made by an older mame-eval to this version's database schema."""
+    from mame_eval.studies.study import upgrade_study
+
+    old, new = upgrade_study(study, db)
+    typer.echo(f"study {study}: schema version {old} -> {new}" if old != new else
+               f"study {study}: schema version {new}, nothing to upgrade")
 
 
 def main() -> None:

@@ -14,10 +14,11 @@ written in name order (random with respect to the truth) and get one common modi
   more than 8 bits (16-bit PNG/TIFF, 32-bit int, float) are min-max scaled to 0-255 per image,
   as the paper did for its 16-bit mammograms.
 * Geometry: every case is centre-cropped to the common aspect ratio and resized (Lanczos) to the
-  common size. By default that size is the smallest one among the sampled images when they all
-  share an aspect ratio, else the square of the smallest side, so no image is enlarged.
-  Resampling only one class can itself leave a trace: give both sources the same size when
-  possible (``warnings`` in the result say when images were resized or enlarged).
+  common size. ``create_study`` serves cases at the size they are created at and refuses to pick
+  that size itself when the sampled images differ in native size: resampling only one class
+  can itself leave a trace (the blinding audit, :mod:`mame_eval.studies.audit`, measures it),
+  so the coordinator chooses explicitly (``--size``). :func:`choose_geometry` alone still
+  defaults to the smallest size (or the square of the smallest side), never enlarging.
 
 Tokens are drawn with :mod:`secrets` (never from the seed); only their SHA-256 is stored.
 Everything else is a deterministic function of the seed: same inputs and seed, same bytes.

@@ -8,6 +8,8 @@ A protocol file (e.g. ``studies/turing-0-4.toml``) looks like::
     instructions = "You will see {n_cases} mammograms ..."
     allow_back = false          # may a reader return to the previous case and change it?
     time_limit_s = 60           # optional: seconds per case (omit for no limit)
+    min_view_ms = 500           # a case must be on screen this long before a rating counts
+    score_used = "final"        # analyse the "final" score or the "first" one (allow_back)
     cutoff = 2.5                # scores above it are called "real" (accuracy, sens., spec.)
 
     [[scale]]
@@ -25,10 +27,11 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mame_eval.config import read_toml, validation_error_line
 from mame_eval.errors import ConfigError
 
 try:  # Python >= 3.11
@@ -69,6 +72,8 @@ class Protocol(BaseModel):
     scale: tuple[ScalePoint, ...] = Field(min_length=2, max_length=20)
     allow_back: bool = False
     time_limit_s: float | None = Field(default=None, gt=0, le=24 * 3600)
+    min_view_ms: int = Field(default=500, ge=0, le=60_000)
+    score_used: Literal["first", "final"] = "final"
     cutoff: float | None = None
 
     @model_validator(mode="after")
@@ -130,31 +135,12 @@ class Protocol(BaseModel):
         }
         if self.time_limit_s is not None:
             out["time_limit_s"] = self.time_limit_s
+        out["min_view_ms"] = self.min_view_ms
+        out["score_used"] = self.score_used
         if self.cutoff is not None:
             out["cutoff"] = self.cutoff
         out["scale"] = [{"value": p.value, "label": p.label} for p in self.scale]
         return out
-
-
-def _format_error(exc: ValidationError, source: str) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(x) for x in err["loc"])
-    if err["type"] == "extra_forbidden":
-        where = loc.rsplit(".", 1)
-        key = where[-1]
-        ctx = f" in {where[0]}" if len(where) > 1 else ""
-        allowed = ", ".join(Protocol.model_fields if len(where) == 1 else ScalePoint.model_fields)
-        return f"{source}: unknown key {key!r}{ctx}; allowed keys: {allowed}"
-    msg = err["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
-    field = f" field {loc!r}:" if loc else ""
-    got = ""
-    if err["type"] not in ("missing",) and loc and "input" in err:
-        got = f" (got {err['input']!r})"
-        if len(got) > 80:
-            got = ""
-    return f"{source}:{field} {msg}{got}"
 
 
 def protocol_from_dict(data: dict, source: str = "protocol") -> Protocol:
@@ -170,21 +156,12 @@ def protocol_from_dict(data: dict, source: str = "protocol") -> Protocol:
     try:
         return Protocol.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_error(exc, source)) from None
+        raise ConfigError(validation_error_line(source, exc, Protocol)) from None
 
 
 def load_toml(path: Path | str) -> dict:
     """Read a TOML file; a missing file or a syntax error becomes one-line ConfigError."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: file not found")
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    return read_toml(path, what="study file")
 
 
 def load_protocol(path: Path | str) -> Protocol:
@@ -207,14 +184,20 @@ For each image, decide how confident you are that it is **real**:
 * **0** definitely synthetic, **1** probably synthetic, **2** unsure, **3** probably real,
   **4** definitely real.
 
-Click a rating or press the key **0-4**. Use the mouse wheel (or the + / - buttons) to zoom,
-drag to pan, double-click (or "fit") to reset, and "1:1" to see the image at full resolution.
+Click a rating or press the key **0-4**: one press is one rating, counted once the image has
+been on screen for half a second. Zoom with the mouse wheel or + / -, drag to pan, double-click
+or F to fit, "1:1" for full resolution. Adjust brightness and contrast (window / level) by
+dragging with the right mouse button, with the sliders or a preset; I inverts the grey scale,
+M shows a magnifier under the mouse, R resets. "Instructions" (next to "Case k of n") or the
+key H shows this again.
 
 Your rating is saved as soon as you give it, and the next image follows. Ratings are final.
 You can close the page at any time: your link brings you back to the first image you have not
 rated yet. Please do not discuss the images with other readers until everyone has finished.
 """
 allow_back = false
+min_view_ms = 500  # a rating counts only once the case has been on screen this long
+score_used = "final"  # what `analyze` uses when going back is allowed: "first" or "final"
 cutoff = 2.5  # scores above the cutoff (3, 4) are "called real" for accuracy, sens., spec.
 
 [[scale]]
