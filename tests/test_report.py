@@ -236,3 +236,41 @@ path = "cad"
     assert (f"{first['ms_ssim']:.3f} [{first['ms_ssim_ci_low']:.3f}, "
             f"{first['ms_ssim_ci_high']:.3f}]") in html
     assert "where the attribution falls" in html and "attribute heads (held out)" in html
+
+
+def test_an_analysed_study_renders_with_its_readers_and_audit(tmp_path):
+    """study analyze writes run.json; the study section shows each reader's AUROC with its CI
+    and the reader average, exactly as results.json has them."""
+    from mame_eval.studies.study import analyze_study, create_study, import_ratings, read_key
+
+    folders = {name: _noise_images(tmp_path / name, 10, seed) for name, seed in
+               (("real", 1), ("syn", 2))}
+    study = create_study(tmp_path / "st", folders["real"], folders["syn"], n=16,
+                         readers=["alice", "bob"], seed=3).path
+    key = read_key(study)
+    rng = np.random.default_rng(0)
+    rows = [{"reader": r, "case": c, "score": int(np.clip(round(t + rng.normal(1.5, 1)), 0, 4))}
+            for r in ("alice", "bob") for c, t in zip(key["case"], key["truth"], strict=True)]
+    pd.DataFrame(rows).to_csv(tmp_path / "ratings.csv", index=False)
+    import_ratings(study, tmp_path / "ratings.csv")
+    analyze_study(study)
+    assert read_run(study / "analysis")["kind"] == "study analyze"
+    definition = _definition(tmp_path, tmp_path, """
+[[sections]]
+type = "study"
+title = "Reader study"
+[[sections.runs]]
+path = "st"
+label = "Turing"
+""")
+    record = report_run(definition, tmp_path / "out")
+    assert record.summary["missing"] == 0
+    html = (tmp_path / "out" / "report.html").read_text()
+    results = json.loads((study / "analysis" / "results.json").read_text())
+    for reader in ("alice", "bob"):
+        r = results["readers"][reader]
+        assert f"{r['auroc']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]" in html
+    a = results["average"]
+    assert f"reader-averaged AUROC {a['auroc']:.3f} [{a['ci'][0]:.3f}, {a['ci'][1]:.3f}]" in html
+    assert "ROC curves per reader" in html
+    assert (study / "blinding_audit.csv").is_file() and "blinding audit (pixel statistics" in html

@@ -282,14 +282,19 @@ def study_section(section: Section, runs: list[dict]) -> None:
                 f"{label}: readers", ["reader", "n cases", "AUROC [95 % CI]", "accuracy",
                                       "sensitivity", "specificity"], rows,
                 "positive = real; AUROC 0.5 = readers cannot tell real from synthetic"))
-        average = results.get("reader_average") or results.get("mrmc") or {}
+        average = results.get("average") or {}
         auc = average.get("auroc", average.get("auc"))
         if auc is not None:
             ci = average.get("ci") or [None, None]
             n_readers = average.get("n_readers", len(readers) if readers is not None else "?")
             section.blocks.append(Paragraph(
                 f"{label}: reader-averaged AUROC {fmt_ci(auc, ci[0], ci[1])} "
-                f"({n_readers} readers, Obuchowski–Rockette, Hillis df)."))
+                f"({n_readers} readers, {results.get('n_cases', '?')} cases, "
+                f"{average.get('method', 'Obuchowski–Rockette, Hillis df')}; score used: "
+                f"{results.get('score_used', 'final')})."))
+            if average.get("ci_note"):
+                section.blocks.append(Paragraph(f"{label}: {average['ci_note']}",
+                                                kind="note"))
         agreement = results.get("agreement")
         if isinstance(agreement, dict) and agreement.get("krippendorff_alpha") is not None:
             section.blocks.append(Paragraph(
@@ -310,6 +315,9 @@ def study_section(section: Section, runs: list[dict]) -> None:
                 ["statistic", "AUROC real vs synthetic [CI]", ""], rows,
                 "a statistic that separates the classes (CI excluding 0.5) would let a reader "
                 "tell real from synthetic without judging anatomy"))
+            audit_png = Path(run["folder"]).parent / "blinding_audit.png"
+            if audit_png.is_file():
+                section.blocks.append(Image(f"{label}: blinding audit", audit_png, wide=True))
         image = _figure(run, "roc", f"{label}: ROC curves per reader")
         if image is not None:
             section.blocks.append(image)

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from mame_eval.errors import ConfigError, InputError, StudyError
-from mame_eval.io import file_sha256, write_json, write_text
+from mame_eval.io import file_sha256, write_text
 from mame_eval.studies import design
 from mame_eval.studies.audit import (
     AuditResult,
@@ -1056,13 +1056,13 @@ def _clip_average(m: dict) -> dict:
 
 def write_analysis(out_dir: Path, results: dict, table: str, curves: dict[str, tuple],
                    provenance: dict) -> list[Path]:
-    """Write every output of ``study analyze`` into ``out_dir`` (each file atomically):
-    ``results.json``, ``readers.csv``, ``roc.png``/``roc.pdf``, ``table.txt``,
-    ``provenance.json``. Returns the files in that order."""
+    """Write every output of ``study analyze`` into ``out_dir`` (each file atomically) through
+    the run record: ``results.json``, ``readers.csv``, ``roc.png``/``roc.pdf``, ``table.txt``,
+    ``provenance.json`` and ``run.json`` (what ``mame-eval report`` reads). Returns the files."""
+    from mame_eval.journeys.record import RunRecord
     from mame_eval.reports.roc import plot_roc
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "results.json", results)
     flat = pd.DataFrame([{
         "reader": r, "auroc": v["auroc"], "ci_lo": v["ci"][0], "ci_hi": v["ci"][1], "se": v["se"],
         "accuracy": v["accuracy"], "sensitivity": v["sensitivity"],
@@ -1071,16 +1071,26 @@ def write_analysis(out_dir: Path, results: dict, table: str, curves: dict[str, t
         "n_changed": v["history"]["n_changed"], "n_over_time": v["history"]["n_over_time"],
         "median_time_s": v["time_per_case_s"]["median"] if v["time_per_case_s"] else None}
         for r, v in results["readers"].items()])
-    write_text(out_dir / "readers.csv", flat.to_csv(index=False))
     write_text(out_dir / "table.txt", table + "\n")
     a = results["average"]
     figs = plot_roc(curves, out_dir / "roc", title=f"Real vs synthetic: {results['study']}",
                     average_auc=a["auroc"], average_ci=tuple(a["ci"]),
                     cis={r: tuple(v["ci"]) for r, v in results["readers"].items()},
                     level=results["level"], note=a.get("ci_note"))
-    write_json(out_dir / "provenance.json", provenance)
+    extra = {k: v for k, v in provenance.items()
+             if k not in ("command", "versions", "settings", "inputs", "wall_time_s")}
+    record = RunRecord(
+        kind="study analyze", out=out_dir, settings=provenance["settings"],
+        inputs=provenance["inputs"], tables={"readers": flat},
+        documents={"results": results}, extra_files=[*figs, out_dir / "table.txt"],
+        summary={"study": results["study"], "n_cases": results["n_cases"],
+                 "n_readers": len(results["readers"]), "reader_average_auroc": a["auroc"],
+                 "reader_average_ci": a["ci"], "score_used": results["score_used"]},
+        provenance_extra=extra)
+    record.started -= provenance.get("wall_time_s", 0.0)
+    record.write()
     return [out_dir / "results.json", out_dir / "readers.csv", *figs, out_dir / "table.txt",
-            out_dir / "provenance.json"]
+            out_dir / "provenance.json", out_dir / "run.json"]
 
 
 def analyze_study(study: Study | Path | str, cutoff: float | None = None, margin: float = 0.1,
