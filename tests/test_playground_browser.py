@@ -282,8 +282,11 @@ def test_healthy_plus_lesion_then_save_a_run_folder_for_a_study(server, browser,
         assert (saved / row["mask_file"]).is_file() and (saved / row["healthy_file"]).is_file()
         np.testing.assert_array_equal(np.asarray(Image.open(saved / row["file"])),
                                       np.asarray(Image.open(run / original["file"])))
+    # The prepared set and the playground's model differ in native size; a study needs the
+    # common size chosen explicitly (nothing is resampled silently).
+    size = Image.open(saved / manifest[0]["file"]).size[::-1]
     study = create_study(tmp_path / "study", prepared / "healthy", saved, n=4, readers="ann",
-                         seed=1)
+                         seed=1, size=size)
     assert set(study.reader_links) == {"ann"}
     key = (tmp_path / "study" / "key.csv").read_text()
     assert key.count("\n") >= 5  # header + 4 cases
