@@ -50,12 +50,14 @@ def plot_blinding_audit(table: pd.DataFrame, out_stem: Path | str, *, n_real: in
         ax.set_yticks(range(n - 1, -1, -1), labels)
         ax.set_xlim(-0.03, 1.03)
         ax.set_ylim(-0.7, n - 0.3)
-        ax.set_xlabel("AUROC, real vs synthetic (95 % CI); 0.5 = no separation")
+        ax.set_xlabel("AUROC, real vs synthetic (95 % DeLong CI; zero width at complete "
+                      "separation); 0.5 = no separation")
         ax.set_title(f"Blinding audit: {n_real} real, {n_synthetic} synthetic cases")
         ax.grid(True, axis="x", lw=0.3, color="0.85")
         ax.tick_params(direction="out", length=3)
         handles = [Line2D([], [], color=_OK, marker="o", lw=1.4, label="no leak"),
-                   Line2D([], [], color=_LEAK, marker="s", lw=1.4, label="leaks (*)"),
+                   Line2D([], [], color=_LEAK, marker="s", lw=1.4, label="leaks (*):\n"
+                          "AUROC outside 0.3-0.7\nand Bonferroni p < 0.05"),
                    Patch(color="0.92", label="0.3-0.7")]
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0),
                   borderaxespad=0)
