@@ -200,9 +200,13 @@ class Prompt:
             need("view", "density")
             forbid("vendor", "area")
         elif fam is Family.FUSION:
-            need("view", "vendor")
+            # Name everything that is missing at once, not one attribute per try.
+            missing = [n for n in ("view", "vendor") if getattr(self, n) is None]
             if self.density is None and self.area is None:
-                raise PromptError("a fusion prompt needs density, area or both")
+                missing.append("density, area or both")
+            if missing:
+                raise PromptError(f"a fusion prompt needs {' and '.join(missing)} "
+                                  "(e.g. vendor=siemens,view=CC,density=B)")
         else:
             forbid("view", "vendor", "density", "area")
         if self.density is None or self.area is None:

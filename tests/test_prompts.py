@@ -140,3 +140,10 @@ def test_parse_inverts_render(prompt):
     assert parse(text) == prompt
     assert parse(text.upper()) == prompt
     assert render(parse(text)) == text
+
+
+def test_a_fusion_prompt_names_every_missing_attribute_at_once():
+    from mame_eval.prompts import Family, Prompt
+
+    with pytest.raises(PromptError, match=r"needs view and vendor and density, area or both"):
+        Prompt(family=Family.FUSION)
