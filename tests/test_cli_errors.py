@@ -38,3 +38,20 @@ def test_errors_chain_their_cause(tmp_path):
     with pytest.raises(InputError) as err:
         mrmc_run(bad)
     assert err.value.__cause__ is not None
+
+
+@pytest.mark.parametrize("args, shown", [
+    (["--steps", "0"], "error: --steps 0: expected at least 1"),
+    (["--guidance", "-1"], "error: --guidance -1.0: expected ≥ 0"),
+    (["--scheduler", "warp"], "error: --scheduler 'warp': expected one of"),
+])
+def test_generate_names_the_flag_the_user_typed(tmp_path, args, shown):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "mame_eval", "generate", "--out", str(out),
+                           "--prompt", "a siemens mammogram in CC view with low density",
+                           "--n", "1", *args], capture_output=True, text=True,
+                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 1
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(shown)
+    assert not list(out.glob("*.png"))

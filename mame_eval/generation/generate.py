@@ -37,10 +37,10 @@ def prompt_from_attributes(text: str) -> tuple[str, str | None]:
             continue
         key, sep, value = item.partition("=")
         if not sep:
-            raise InputError(f"--attributes {text!r}: {item!r} is not key=value")
+            raise InputError(f"attributes {text!r}: {item!r} is not key=value", param="attributes")
         key = key.strip().lower()
         if key in values:
-            raise InputError(f"--attributes {text!r}: {key} given twice")
+            raise InputError(f"attributes {text!r}: {key} given twice", param="attributes")
         values[key] = value.strip()
     laterality = values.pop("laterality", None)
     if laterality is not None:
@@ -127,11 +127,11 @@ def generate(model: str | os.PathLike | None, prompt: str, out: Path, *, n: int 
     launch`` the images are split across processes. Returns the :class:`GenerationRun`.
     """
     if steps < 1:
-        raise InputError(f"--steps {steps}: expected at least 1")
+        raise InputError(f"steps {steps}: expected at least 1", param="steps")
     if guidance_scale < 0:
-        raise InputError(f"--guidance {guidance_scale}: expected ≥ 0")
+        raise InputError(f"guidance_scale {guidance_scale}: expected ≥ 0", param="guidance_scale")
     if not prompt or not prompt.strip():
-        raise InputError("--prompt is empty; give a prompt or --attributes")
+        raise InputError("prompt is empty; give a prompt or --attributes", param="prompt")
     laterality = check_laterality(laterality)
     pipe = _load(pipe, model, "txt2img", device, dtype, scheduler)
     h, w = (height or default_size(pipe)[0]), (width or default_size(pipe)[1])

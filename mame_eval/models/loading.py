@@ -166,7 +166,7 @@ def make_scheduler(name: str, config):
         cls_name, extra = name, {}
     else:
         raise ModelError(f"scheduler {name!r}: expected one of {', '.join(SCHEDULERS)} "
-                         "or a diffusers scheduler class name")
+                         "or a diffusers scheduler class name", param="scheduler")
     return getattr(diffusers, cls_name).from_config(config, **extra)
 
 
@@ -203,7 +203,8 @@ def resolve_dtype(dtype, device: str):
     try:
         return table[str(dtype).lower()]
     except KeyError:
-        raise ModelError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}") from None
+        raise ModelError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}",
+                         param="dtype") from None
 
 
 def _offline() -> bool:
@@ -292,7 +293,8 @@ def load_pipeline(model: str | os.PathLike | None, task: str = "txt2img", device
     if task not in TASKS:
         raise ModelError(f"task {task!r}: expected one of {', '.join(TASKS)}")
     if attention not in ATTENTION:
-        raise ModelError(f"attention {attention!r}: expected one of {', '.join(ATTENTION)}")
+        raise ModelError(f"attention {attention!r}: expected one of {', '.join(ATTENTION)}",
+                         param="attention")
     if model is None:
         model = default_model(task)
     device = device or default_device()
