@@ -697,8 +697,9 @@ def explain_command(
                                         "TorchScript classifier (1 or 3; default 1)."),
     image_size: int | None = typer.Option(None, "--image-size", help="Resize side for a "
                                           "TorchScript classifier (default: none)."),
-    occlusion_window: int | None = typer.Option(None, help="Occlusion patch side in "
-                                                "classifier-input pixels (default size/8)."),
+    occlusion_window: int | None = typer.Option(
+        None, help="Occlusion patch side in classifier-input pixels (default size/16: 8 px "
+        "at 128, no larger than a phantom mass)."),
     occlusion_stride: int | None = typer.Option(None, help="Occlusion step (default "
                                                 "window/2)."),
     smoothgrad: int = typer.Option(0, help="SmoothGrad samples for Grad-CAM and saliency "

@@ -175,3 +175,13 @@ def test_bad_arguments(mammonet):
         attribute(mammonet, x, "lime")
     with pytest.raises(InputError, match=r"\(N, C, H, W\)"):
         saliency(mammonet, x[0])
+
+
+def test_default_occlusion_window_is_no_larger_than_a_phantom_mass():
+    from mame_eval.xai.attribution import default_occlusion_window
+
+    # phantom masses are ~8 px across at 128 px input
+    assert default_occlusion_window(128) == (8, 4)
+    assert default_occlusion_window(64) == (4, 2)
+    assert default_occlusion_window(256) == (16, 8)
+    assert default_occlusion_window(16) == (2, 1)
