@@ -710,6 +710,9 @@ def explain_command(
     batch_size: int = typer.Option(8, help="Images per batch."),
     seed: int = typer.Option(0, help="Seed of the bootstrap (and SmoothGrad noise)."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
+    sanity: bool = typer.Option(True, "--sanity/--no-sanity", help="Model-randomisation "
+                                "sanity check (Adebayo et al. 2018): sanity.csv, sanity.png."),
+    sanity_images: int = typer.Option(8, help="Images per group for the sanity check."),
 ) -> None:
     """Grad-CAM / saliency / occlusion heatmaps of a lesion classifier, scored against the
     lesion masks (pointing game, relevance mass and rank, energy pointing game), with group
@@ -727,7 +730,7 @@ def explain_command(
             batch_size=batch_size, occlusion_window=occlusion_window,
             occlusion_stride=occlusion_stride, noise_tunnel=noise, tolerance=tolerance,
             max_images=max_images, heatmap_rows=heatmap_rows, seed=seed, device=device,
-            progress=update)
+            sanity=sanity, sanity_images=sanity_images, progress=update)
     typer.echo(render_summary(result))
 
 
