@@ -127,6 +127,8 @@ def test_explain_two_groups_writes_every_output(world):
         assert column in summary.columns and summary[column].notna().all()
     run = json.loads((out / "run.json").read_text())
     assert set(run["summary"]["sanity"]) == {"gradcam", "saliency", "occlusion"}
+    assert {"rho_full", "rho_head", "fails", "head_insensitive"} <= set(
+        run["summary"]["sanity"]["gradcam"])
     assert "sanity" in render_summary(result)
 
 

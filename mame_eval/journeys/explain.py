@@ -83,9 +83,10 @@ def render_summary(record: RunRecord) -> str:
     for method, v in (record.summary.get("sanity") or {}).items():
         rho = "n/a" if v["rho_full"] is None else f"{v['rho_full']:.2f}"
         verdict = "FAILS" if v["fails"] else "passes"
+        head = "n/a" if v.get("rho_head") is None else f"{v['rho_head']:.2f}"
         lines.append(f"sanity {method:>9}: Spearman rho after full randomisation {rho} "
-                     f"(n={v['n_images']}): {verdict} the model-randomisation check "
-                     f"(threshold {v['threshold']})")
+                     f"(head only: {head}; n={v['n_images']}): {verdict} the "
+                     f"model-randomisation check (threshold {v['threshold']})")
     lines.append(f"outputs in {record.out}: " + ", ".join(p.name for p in record.files))
     return "\n".join(lines)
 
@@ -356,14 +357,20 @@ def _sanity_table(per_image: pd.DataFrame, groups: list[str], methods: list[str]
 
 def _verdicts(table: pd.DataFrame, methods: list[str]) -> dict[str, dict]:
     """Per method, pooled over groups: mean ρ and SSIM after full randomisation, the
-    randomised model's pointing game and relevance mass, and whether it fails the check."""
+    randomised model's pointing game and relevance mass, and whether it fails the check;
+    also ρ after randomising the lesion head alone (depth 1) and ``head_insensitive`` (that ρ
+    above the same threshold: the map hardly depends on what the lesion head learned —
+    reported, not a failure)."""
     out: dict[str, dict] = {}
     pooled = table[(table.group == "all") & table.fails_check.notna()]
+    head = table[(table.group == "all") & (table.depth == 1)].set_index("method")
     for m in methods:
         row = pooled[pooled.method == m]
         if row.empty:
             continue
         r = row.iloc[0]
+        rho_head = head["spearman_mean"].get(m)
+        rho_head = None if rho_head is None or pd.isna(rho_head) else float(rho_head)
         num = {k: None if pd.isna(r[k]) else float(r[k])
                for k in ("spearman_mean", "ssim_mean", "pointing_game_mean",
                          "relevance_mass_mean")}
@@ -371,7 +378,8 @@ def _verdicts(table: pd.DataFrame, methods: list[str]) -> dict[str, dict]:
                   "pointing_game_randomized": num["pointing_game_mean"],
                   "relevance_mass_randomized": num["relevance_mass_mean"],
                   "n_images": int(r["n_images"]), "fails": bool(r["fails_check"]),
-                  "threshold": RHO_THRESHOLD}
+                  "threshold": RHO_THRESHOLD, "rho_head": rho_head,
+                  "head_insensitive": rho_head is not None and rho_head > RHO_THRESHOLD}
     return out
 
 
@@ -603,6 +611,13 @@ def explain(images_dir: Path | str | None = None, masks_dir: Path | str | None =
                     f"{v['rho_full']:.2f} > {RHO_THRESHOLD} between its maps of the trained "
                     "and the fully randomised model): its localisation scores reflect the "
                     "image more than the model")
+            elif v["head_insensitive"]:
+                record.note(
+                    f"{m}: its maps barely change when only the lesion head is randomised "
+                    f"(mean Spearman rho {v['rho_head']:.2f} > {RHO_THRESHOLD}): they show "
+                    "what the trained features respond to (e.g. the bright lesion) more than "
+                    "the lesion decision; compare its scores with the randomised model's in "
+                    "sanity.csv")
         for row in figure_rows:
             if row is not None:
                 row["failed"] = {m: "fails model-randomisation check"

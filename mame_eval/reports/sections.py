@@ -351,7 +351,9 @@ def _sanity_blocks(run: dict) -> list:
         fails = full.get("fails_check")
         verdict = "–" if pd.isna(fails) else ("fails" if str(fails).lower() in ("true", "1")
                                               else "passes")
+        head = sub.loc[1] if 1 in sub.index else {}
         row = [str(method), fmt(full.get("n_images"), 0),
+               fmt(head.get("spearman_mean"), 2),
                fmt_ci(full.get("spearman_mean"), full.get("spearman_ci_low"),
                       full.get("spearman_ci_high"), 2),
                fmt(full.get("ssim_mean"), 2)]
@@ -365,7 +367,8 @@ def _sanity_blocks(run: dict) -> list:
         threshold = (run.get("settings", {}).get("sanity", {}) or {}).get("fails_if", "")
         blocks.append(Table(
             f"{label}: sanity check — maps of a randomised model", [
-                "method", "n", "ρ after full randomisation [CI]", "SSIM",
+                "method", "n", "ρ, head randomised", "ρ after full randomisation [CI]",
+                "SSIM",
                 "pointing game: trained → randomised", "relevance mass: trained → randomised",
                 "verdict"], rows,
             "cascading randomisation of the classifier from the lesion head down (Adebayo "
