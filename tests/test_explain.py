@@ -225,3 +225,34 @@ def test_commands_mount_on_a_typer_app(world, tmp_path):
     res = runner.invoke(app, ["train-cad", str(config), "--set", "max_steps=1"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "m" / "model.safetensors").is_file()
+
+
+def test_pointing_game_of_16_of_16_has_a_proper_interval():
+    """Regression (issue 14, defect 3): 16 hits in 16 was reported as [1.000, 1.000] by the
+    bootstrap; the exact Clopper-Pearson interval is [0.794, 1]."""
+    from mame_eval.journeys.explain import _compare, _summarise
+
+    rows = [{"image": f"{g}{i}.png", "group": g, "method": "saliency", "lesion_score": 0.9,
+             "pointing_game": 1.0, "relevance_mass": 0.5 + 0.01 * i,
+             "relevance_rank": 0.3, "energy_pointing": 0.6, "scored": True, "mask": "m.png"}
+            for g in ("real", "syn") for i in range(16)]
+    scores = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
+    summary = _summarise(scores, ["real", "syn"], ["saliency"], 200, 0.95, 0)
+    row = summary.iloc[0]
+    assert row.pointing_game_mean == 1.0 and row.pointing_game_ci_high == 1.0
+    assert row.pointing_game_ci_low == pytest.approx(0.7941, abs=1e-4)
+    # the difference of two 16/16 proportions: Newcombe's interval, not the point [0, 0]
+    comparison = _compare(scores, ["real", "syn"], ["saliency"], 200, 0.95, 0)
+    pg = comparison[comparison.score == "pointing_game"].iloc[0]
+    assert pg.difference == 0.0 and pg.ci_low < -0.15 and pg.ci_high > 0.15
+    assert pg.ci_method.startswith("Newcombe")
+
+
+def test_newcombe_difference_interval_matches_the_published_examples():
+    """Newcombe (1998, Stat Med 17:873), Table II, method 10: 56/70 − 48/80 and 9/10 − 3/10."""
+    from mame_eval.stats.proportions import proportion_difference_ci
+
+    lo, hi = proportion_difference_ci(48, 80, 56, 70)
+    assert (round(lo, 4), round(hi, 4)) == (0.0524, 0.3339)
+    lo, hi = proportion_difference_ci(3, 10, 9, 10)
+    assert (round(lo, 4), round(hi, 4)) == (0.1705, 0.8090)

@@ -430,9 +430,15 @@ def cad_section(section: Section, runs: list[dict]) -> None:
         lesion = metrics.get("lesion", {})
         if lesion.get("auroc") is not None:
             ci = lesion.get("ci") or [None, None]
+            accuracy = ""
+            if lesion.get("accuracy") is not None:
+                acc_ci = lesion.get("accuracy_ci") or [None, None]
+                accuracy = (f"; accuracy at p ≥ {lesion.get('threshold', 0.5)} "
+                            f"{fmt_ci(lesion['accuracy'], *acc_ci)} (exact CI)")
             section.blocks.append(Paragraph(
                 f"{_label(run)}: held-out lesion AUROC {fmt_ci(lesion['auroc'], *ci)} "
-                f"(n = {lesion.get('n_pos')} lesion, {lesion.get('n_neg')} healthy images)."))
+                f"(n = {lesion.get('n_pos')} lesion, {lesion.get('n_neg')} healthy images)"
+                f"{accuracy}."))
         elif lesion.get("note"):
             section.blocks.append(Paragraph(
                 f"{_label(run)}: no held-out lesion AUROC: {lesion['note']}", kind="note"))
