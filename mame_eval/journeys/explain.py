@@ -26,16 +26,28 @@ Outputs in ``out``:
   pointing_game, relevance_mass, relevance_rank, energy_pointing, scored, mask``.
 * ``summary.csv`` — one row per group × method: ``n_images``, ``n_scored`` and, for
   ``lesion_score`` and each localisation score, ``<score>_mean``, ``<score>_ci_low``,
-  ``<score>_ci_high`` (percentile bootstrap, ``n_boot`` resamples, seeded; empty for n < 2).
+  ``<score>_ci_high`` (the 0/1 pointing game: a proportion with an exact Clopper–Pearson
+  interval, so 16/16 gives [0.794, 1]; the others: percentile bootstrap, ``n_boot``
+  resamples, seeded; empty for n < 2). With the sanity check, beside them: the same scores of
+  the fully randomised model ``<score>_randomized_mean``, ``sanity_rho`` (the group's mean
+  Spearman ρ after full randomisation) and ``sanity_fails`` (the pooled verdict).
 * ``comparison.csv`` (two or more groups) — per pair of groups × method × score:
-  ``difference = mean_b − mean_a`` with a bootstrap CI (groups resampled independently), the
+  ``difference = mean_b − mean_a`` with a CI (pointing game: Newcombe's hybrid score interval
+  for two proportions; others: bootstrap, groups resampled independently; ``ci_method``), the
   Mann–Whitney U of group b vs a and its two-sided p (``scipy.stats.mannwhitneyu``; 1.0 when
   all values are tied), and ``p_holm`` (Holm-adjusted over the whole table). The
   ``lesion_score`` does not depend on the method: it has one row per pair, method ``any``.
+* ``sanity.csv`` / ``sanity_images.csv`` / ``sanity.png`` (unless ``sanity=False``) — the
+  model-randomisation check of Adebayo et al. (2018), :mod:`mame_eval.xai.sanity`: on up to
+  ``sanity_images`` images per group the classifier (a deep copy) is re-initialised from the
+  lesion head downward, cumulatively; per group (and ``all``, pooled) × method × depth (0 =
+  trained model): mean Spearman ρ and SSIM of the absolute maps against the trained model's,
+  with CIs, and the localisation scores of that model; ``fails_check`` at full depth (mean
+  ρ > 0.5). Per image in ``sanity_images.csv``; the similarity curve in ``sanity.png``.
 * ``heatmaps.png`` / ``heatmaps.pdf`` — the paper's Fig. 18 layout: one row per image (up to
   ``heatmap_rows``, spread over the groups), columns: the image with its lesion box(es), then
   one overlay per method (its positive part, scaled to the 99.5th percentile for display),
-  each titled with its relevance mass.
+  each titled with its relevance mass; a method that fails the sanity check is titled in red.
 * ``provenance.json`` — versions, device, settings, input hashes, wall time; ``run.json``.
 """
 
