@@ -278,3 +278,22 @@ def test_map_similarity_references():
     assert map_similarity(a[:, :8, :8], b[:, :8, :8])["ssim"] is None  # below the window
     with pytest.raises(InputError, match="N, H, W"):
         map_similarity(a, b[:2])
+
+
+@pytest.mark.parametrize("scripted", [False, True])
+def test_randomisation_of_user_models(tmp_path, scripted):
+    """Eager and TorchScript user models: every parameterised layer, top down; the loaded
+    model is never modified."""
+    from mame_eval.xai.sanity import randomization_curve, randomization_layers
+
+    torch.manual_seed(0)
+    module = Tiny()
+    src = _script(module, tmp_path / "tiny.pt") if scripted else module
+    clf = load_classifier(src, layer="body.0")
+    assert [label for label, _ in randomization_layers(clf.model)] == ["head", "body.0"]
+    before = {k: v.clone() for k, v in clf.model.state_dict().items()}
+    x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+    curve = randomization_curve(clf, x, {"saliency": lambda c, xb: saliency(c, xb)}, seed=0)
+    assert [r["depth"] for r in curve] == [1, 2]
+    assert all(np.all(np.abs(r["spearman"]) <= 1) for r in curve)
+    assert all(torch.equal(v, before[k]) for k, v in clf.model.state_dict().items())

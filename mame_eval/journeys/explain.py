@@ -607,8 +607,13 @@ def explain(images_dir: Path | str | None = None, masks_dir: Path | str | None =
     if sanity:
         items = [it for g in group_names
                  for it in (check[g]["masked"] or check[g]["plain"])]
-        per_image, table = _sanity(classifier, items, group_names, methods, options,
-                                   batch_size, level, n_boot, seed, tolerance)
+        try:
+            per_image, table = _sanity(classifier, items, group_names, methods, options,
+                                       batch_size, level, n_boot, seed, tolerance)
+        except ModelError as exc:  # e.g. a user model that cannot be deep-copied
+            record.note(f"sanity check skipped: {exc}")
+            sanity = False
+    if sanity:
         verdicts = _verdicts(table, methods)
         summary = _with_randomized(summary, table)
         record.tables["sanity"] = table
