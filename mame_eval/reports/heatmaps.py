@@ -113,7 +113,8 @@ def sanity_figure(table, methods: list[str], threshold: float) -> Figure:
         ax.set_xticks(ticks)
         ax.set_xticklabels(["trained" if d == 0 else labels[d] for d in ticks], rotation=30,
                            ha="right", fontsize=6)
-        ax.set_ylim(-0.2, 1.05)
+        low = pd.to_numeric(pooled[f"{key}_ci_low"], errors="coerce").min()
+        ax.set_ylim(min(-0.2, float(low) - 0.05) if pd.notna(low) else -0.2, 1.05)
     axes[0][0].legend(fontsize=6, frameon=False)
     axes[0][0].set_title("Model-randomisation check (cascading, top down)", fontsize=7)
     return fig
