@@ -130,6 +130,19 @@ def test_explain_two_groups_writes_every_output(world):
     assert {"rho_full", "rho_head", "fails", "head_insensitive"} <= set(
         run["summary"]["sanity"]["gradcam"])
     assert "sanity" in render_summary(result)
+    # the 16-px occlusion window asked for here is larger than the phantom lesions at 64 px
+    assert any("occlusion window (16 px) is larger than the median lesion" in n
+               for n in result.notes)
+
+
+def test_lesion_diameters():
+    from mame_eval.journeys.explain import _lesion_diameters
+
+    yy, xx = np.mgrid[:64, :64]
+    mask = ((yy - 20) ** 2 + (xx - 20) ** 2 <= 36) | ((yy - 50) ** 2 + (xx - 45) ** 2 <= 4)
+    big, small = sorted(_lesion_diameters(mask, 1.0), reverse=True)
+    assert big == pytest.approx(12, rel=0.05) and small == pytest.approx(4, rel=0.15)
+    assert _lesion_diameters(mask, 0.5)[0] == pytest.approx(_lesion_diameters(mask, 1.0)[0] / 2)
 
 
 def test_an_input_copy_explanation_fails_the_sanity_check(world, monkeypatch):
