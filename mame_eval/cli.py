@@ -697,8 +697,9 @@ def explain_command(
                                         "TorchScript classifier (1 or 3; default 1)."),
     image_size: int | None = typer.Option(None, "--image-size", help="Resize side for a "
                                           "TorchScript classifier (default: none)."),
-    occlusion_window: int | None = typer.Option(None, help="Occlusion patch side in "
-                                                "classifier-input pixels (default size/8)."),
+    occlusion_window: int | None = typer.Option(
+        None, help="Occlusion patch side in classifier-input pixels (default size/16: 8 px "
+        "at 128, no larger than a phantom mass)."),
     occlusion_stride: int | None = typer.Option(None, help="Occlusion step (default "
                                                 "window/2)."),
     smoothgrad: int = typer.Option(0, help="SmoothGrad samples for Grad-CAM and saliency "
@@ -709,6 +710,9 @@ def explain_command(
     batch_size: int = typer.Option(8, help="Images per batch."),
     seed: int = typer.Option(0, help="Seed of the bootstrap (and SmoothGrad noise)."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
+    sanity: bool = typer.Option(True, "--sanity/--no-sanity", help="Model-randomisation "
+                                "sanity check (Adebayo et al. 2018): sanity.csv, sanity.png."),
+    sanity_images: int = typer.Option(8, help="Images per group for the sanity check."),
 ) -> None:
     """Grad-CAM / saliency / occlusion heatmaps of a lesion classifier, scored against the
     lesion masks (pointing game, relevance mass and rank, energy pointing game), with group
@@ -726,7 +730,7 @@ def explain_command(
             batch_size=batch_size, occlusion_window=occlusion_window,
             occlusion_stride=occlusion_stride, noise_tunnel=noise, tolerance=tolerance,
             max_images=max_images, heatmap_rows=heatmap_rows, seed=seed, device=device,
-            progress=update)
+            sanity=sanity, sanity_images=sanity_images, progress=update)
     typer.echo(render_summary(result))
 
 

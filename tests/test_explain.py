@@ -94,11 +94,98 @@ def test_explain_two_groups_writes_every_output(world):
         assert im.size[0] > 300 and im.size[1] > 300
     assert "comparison" in result.tables and "relevance mass" in render_summary(result)
 
+    # pointing game: 0/1 per image, summarised with an exact (Clopper-Pearson) interval
+    assert set(scores.pointing_game.unique()) <= {0.0, 1.0}
+    from mame_eval.stats.proportions import proportion_ci
+
+    for row in summary.itertuples():
+        sub = scores[(scores.group == row.group) & (scores.method == row.method)]
+        lo, hi = proportion_ci(int(sub.pointing_game.sum()), len(sub))
+        assert (row.pointing_game_ci_low, row.pointing_game_ci_high) == pytest.approx((lo, hi))
+
+    # the model-randomisation sanity check, beside the scores
+    for name in ("sanity.csv", "sanity_images.csv", "sanity.png", "sanity.pdf"):
+        assert (out / name).is_file(), name
+    sanity = pd.read_csv(out / "sanity.csv")
+    assert set(sanity.group) == {"real", "inpainted", "all"}
+    depths = sorted(sanity.depth.unique())
+    assert depths == [0, 1, 2, 3, 4]  # trained; lesion_head, stage2, stage1, stem
+    trained = sanity[sanity.depth == 0]
+    assert (trained.spearman_mean == 1.0).all()
+    full = sanity[sanity.depth == depths[-1]]
+    assert full.fails_check.notna().all() and sanity[sanity.depth < depths[-1]] \
+        .fails_check.isna().all()
+    assert sanity.spearman_mean.between(-1, 1).all()
+    # the trained-model rows repeat scores.csv for the same images
+    per_image = pd.read_csv(out / "sanity_images.csv")
+    first = per_image[(per_image.depth == 0) & (per_image.method == "gradcam")].iloc[0]
+    ref = scores[(scores.image == first.image) & (scores.group == first.group)
+                 & (scores.method == "gradcam")].iloc[0]
+    assert first.relevance_mass == pytest.approx(ref.relevance_mass, abs=1e-5)
+    for column in ("pointing_game_randomized_mean", "relevance_mass_randomized_mean",
+                   "sanity_rho", "sanity_fails"):
+        assert column in summary.columns and summary[column].notna().all()
+    run = json.loads((out / "run.json").read_text())
+    assert set(run["summary"]["sanity"]) == {"gradcam", "saliency", "occlusion"}
+    assert {"rho_full", "rho_head", "fails", "head_insensitive"} <= set(
+        run["summary"]["sanity"]["gradcam"])
+    assert "sanity" in render_summary(result)
+    # the 16-px occlusion window asked for here is larger than the phantom lesions at 64 px
+    assert any("occlusion window (16 px) is larger than the median lesion" in n
+               for n in result.notes)
+
+
+def test_lesion_diameters():
+    from mame_eval.journeys.explain import _lesion_diameters
+
+    yy, xx = np.mgrid[:64, :64]
+    mask = ((yy - 20) ** 2 + (xx - 20) ** 2 <= 36) | ((yy - 50) ** 2 + (xx - 45) ** 2 <= 4)
+    big, small = sorted(_lesion_diameters(mask, 1.0), reverse=True)
+    assert big == pytest.approx(12, rel=0.05) and small == pytest.approx(4, rel=0.15)
+    assert _lesion_diameters(mask, 0.5)[0] == pytest.approx(_lesion_diameters(mask, 1.0)[0] / 2)
+
+
+def test_an_input_copy_explanation_fails_the_sanity_check(world, monkeypatch):
+    """A degenerate "method" that returns the input image: its maps do not change when the
+    model is randomised (ρ = 1), so it is flagged, in the summary, the notes and the figure."""
+    import mame_eval.journeys.explain as explain_module
+
+    real = explain_module.attribute
+
+    def fake(classifier, x, method, **options):
+        if method == "saliency":
+            return x[:, 0].detach().cpu().numpy()
+        return real(classifier, x, method, **options)
+
+    monkeypatch.setattr(explain_module, "attribute", fake)
+    captured = {}
+    import mame_eval.reports.heatmaps as heatmaps
+
+    original_figure = heatmaps.heatmap_figure
+
+    def spy(rows, methods, **kw):
+        captured["rows"] = rows
+        return original_figure(rows, methods, **kw)
+
+    monkeypatch.setattr(heatmaps, "heatmap_figure", spy)
+    out = world / "input-copy"
+    result = explain(world / "prep" / "lesion", cad=world / "cad", out=out,
+                     methods=["gradcam", "saliency"], n_boot=200, sanity_images=3,
+                     heatmap_rows=2)
+    verdict = result.summary["sanity"]
+    assert verdict["saliency"]["rho_full"] == pytest.approx(1.0)
+    assert verdict["saliency"]["fails"] is True
+    assert any("saliency: fails the model-randomisation check" in n for n in result.notes)
+    assert all(r["failed"].get("saliency") for r in captured["rows"])
+    assert "gradcam" not in captured["rows"][0]["failed"] or verdict["gradcam"]["fails"]
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary.set_index("method").loc["saliency", "sanity_fails"]
+
 
 def test_images_without_masks_are_kept_but_not_scored(world):
     out = world / "healthy-out"
     explain(world / "prep" / "healthy", cad=world / "cad", out=out, methods=["saliency"],
-            max_images=3, n_boot=200)
+            max_images=3, n_boot=200, sanity_images=2)
     scores = pd.read_csv(out / "scores.csv")
     assert len(scores) == 3 and not scores.scored.any()
     assert scores.lesion_score.between(0, 1).all()
@@ -151,3 +238,34 @@ def test_commands_mount_on_a_typer_app(world, tmp_path):
     res = runner.invoke(app, ["train-cad", str(config), "--set", "max_steps=1"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "m" / "model.safetensors").is_file()
+
+
+def test_pointing_game_of_16_of_16_has_a_proper_interval():
+    """Regression (issue 14, defect 3): 16 hits in 16 was reported as [1.000, 1.000] by the
+    bootstrap; the exact Clopper-Pearson interval is [0.794, 1]."""
+    from mame_eval.journeys.explain import _compare, _summarise
+
+    rows = [{"image": f"{g}{i}.png", "group": g, "method": "saliency", "lesion_score": 0.9,
+             "pointing_game": 1.0, "relevance_mass": 0.5 + 0.01 * i,
+             "relevance_rank": 0.3, "energy_pointing": 0.6, "scored": True, "mask": "m.png"}
+            for g in ("real", "syn") for i in range(16)]
+    scores = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
+    summary = _summarise(scores, ["real", "syn"], ["saliency"], 200, 0.95, 0)
+    row = summary.iloc[0]
+    assert row.pointing_game_mean == 1.0 and row.pointing_game_ci_high == 1.0
+    assert row.pointing_game_ci_low == pytest.approx(0.7941, abs=1e-4)
+    # the difference of two 16/16 proportions: Newcombe's interval, not the point [0, 0]
+    comparison = _compare(scores, ["real", "syn"], ["saliency"], 200, 0.95, 0)
+    pg = comparison[comparison.score == "pointing_game"].iloc[0]
+    assert pg.difference == 0.0 and pg.ci_low < -0.15 and pg.ci_high > 0.15
+    assert pg.ci_method.startswith("Newcombe")
+
+
+def test_newcombe_difference_interval_matches_the_published_examples():
+    """Newcombe (1998, Stat Med 17:873), Table II, method 10: 56/70 − 48/80 and 9/10 − 3/10."""
+    from mame_eval.stats.proportions import proportion_difference_ci
+
+    lo, hi = proportion_difference_ci(48, 80, 56, 70)
+    assert (round(lo, 4), round(hi, 4)) == (0.0524, 0.3339)
+    lo, hi = proportion_difference_ci(3, 10, 9, 10)
+    assert (round(lo, 4), round(hi, 4)) == (0.1705, 0.8090)

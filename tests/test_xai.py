@@ -175,3 +175,125 @@ def test_bad_arguments(mammonet):
         attribute(mammonet, x, "lime")
     with pytest.raises(InputError, match=r"\(N, C, H, W\)"):
         saliency(mammonet, x[0])
+
+
+def test_default_occlusion_window_is_no_larger_than_a_phantom_mass():
+    from mame_eval.xai.attribution import default_occlusion_window
+
+    # phantom masses are ~8 px across at 128 px input
+    assert default_occlusion_window(128) == (8, 4)
+    assert default_occlusion_window(64) == (4, 2)
+    assert default_occlusion_window(256) == (16, 8)
+    assert default_occlusion_window(16) == (2, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# model-randomisation sanity check (Adebayo et al. 2018)
+# --------------------------------------------------------------------------------------------
+
+
+def _blobs(n: int = 4, size: int = 64, seed: int = 0) -> torch.Tensor:
+    """Dark textured background with one bright disc per image (a phantom-like lesion)."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    out = 0.2 + 0.05 * torch.rand(n, 1, size, size, generator=g)
+    for i in range(n):
+        cy, cx = (torch.randint(12, size - 12, (2,), generator=g)).tolist()
+        out[i, 0][(yy - cy) ** 2 + (xx - cx) ** 2 <= 16] = 0.9
+    return out
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from mame_eval.models.loading import EMBEDDED_MAMMONET
+
+    return load_classifier(EMBEDDED_MAMMONET)
+
+
+def test_cascading_randomisation_copies_and_changes_the_weights(shipped):
+    from mame_eval.xai.sanity import cascading_randomizations, randomization_layers
+
+    before = {k: v.clone() for k, v in shipped.model.state_dict().items()}
+    layers = randomization_layers(shipped.model)
+    assert [label for label, _ in layers] == ["lesion_head", "stage2", "stage1", "stem"]
+    steps = list(cascading_randomizations(shipped, seed=1))
+    assert [d for d, _, _ in steps] == [1, 2, 3, 4]
+    for depth, label, clf in steps:
+        assert clf.model is not shipped.model
+        state = clf.model.state_dict()
+        randomised = [names[0] for _, names in layers[:depth]]
+        for key, value in before.items():
+            if not value.is_floating_point() or key.endswith("num_batches_tracked"):
+                continue
+            hit = any(key.startswith(p + ".") for p in randomised)
+            changed = not torch.equal(state[key], value)
+            if hit and "running" not in key and value.numel() > 1:
+                assert changed, (label, key)
+            if not hit:
+                assert not changed, (label, key)  # layers below stay trained
+    # the trained model is untouched (deep copies only)
+    for key, value in shipped.model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    # seeded: the same seed gives the same randomised weights
+    again = list(cascading_randomizations(shipped, seed=1))[-1][2].model.state_dict()
+    final = steps[-1][2].model.state_dict()
+    assert all(torch.equal(again[k], final[k]) for k in final)
+
+
+def test_gradcam_decorrelates_and_an_input_copy_fails(shipped):
+    from mame_eval.xai.sanity import RHO_THRESHOLD, fails_check, randomization_curve
+
+    x = _blobs(4, shipped.image_size, seed=2)
+    curve = randomization_curve(shipped, x, {
+        "gradcam": lambda c, xb: attribute(c, xb, "gradcam"),
+        # a degenerate "explanation": the input image itself (an edge detector would do too)
+        "input": lambda c, xb: xb[:, 0].numpy(),
+    }, seed=0)
+    full = max(r["depth"] for r in curve)
+    rho = {r["method"]: float(np.mean(r["spearman"])) for r in curve if r["depth"] == full}
+    ssim = {r["method"]: float(np.mean(r["ssim"])) for r in curve if r["depth"] == full}
+    assert rho["input"] == pytest.approx(1.0) and ssim["input"] == pytest.approx(1.0)
+    assert fails_check(rho["input"]) is True
+    assert rho["gradcam"] < 0.3 and fails_check(rho["gradcam"]) is False
+    assert RHO_THRESHOLD == 0.5
+
+
+def test_map_similarity_references():
+    from scipy.stats import spearmanr
+
+    from mame_eval.xai.sanity import map_similarity
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(3, 16, 16))
+    b = a + rng.normal(scale=2.0, size=a.shape)
+    sim = map_similarity(a, b)
+    for i in range(3):  # Spearman of the absolute maps, scipy as the reference
+        ref = spearmanr(np.abs(a[i]).ravel(), np.abs(b[i]).ravel()).statistic
+        assert sim["spearman"][i] == pytest.approx(ref, abs=1e-12)
+    same = map_similarity(a, -a)  # absolute maps: a sign flip is the same map
+    np.testing.assert_allclose(same["spearman"], 1.0)
+    np.testing.assert_allclose(same["ssim"], 1.0, atol=1e-6)
+    const = map_similarity(a, np.zeros_like(a))
+    np.testing.assert_array_equal(const["spearman"], 0.0)  # no ranking: no agreement
+    assert map_similarity(a[:, :8, :8], b[:, :8, :8])["ssim"] is None  # below the window
+    with pytest.raises(InputError, match="N, H, W"):
+        map_similarity(a, b[:2])
+
+
+@pytest.mark.parametrize("scripted", [False, True])
+def test_randomisation_of_user_models(tmp_path, scripted):
+    """Eager and TorchScript user models: every parameterised layer, top down; the loaded
+    model is never modified."""
+    from mame_eval.xai.sanity import randomization_curve, randomization_layers
+
+    torch.manual_seed(0)
+    module = Tiny()
+    src = _script(module, tmp_path / "tiny.pt") if scripted else module
+    clf = load_classifier(src, layer="body.0")
+    assert [label for label, _ in randomization_layers(clf.model)] == ["head", "body.0"]
+    before = {k: v.clone() for k, v in clf.model.state_dict().items()}
+    x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+    curve = randomization_curve(clf, x, {"saliency": lambda c, xb: saliency(c, xb)}, seed=0)
+    assert [r["depth"] for r in curve] == [1, 2]
+    assert all(np.all(np.abs(r["spearman"]) <= 1) for r in curve)
+    assert all(torch.equal(v, before[k]) for k, v in clf.model.state_dict().items())

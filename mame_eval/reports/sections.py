@@ -331,22 +331,81 @@ _SCORES = (("relevance_mass", "relevance mass"), ("pointing_game", "pointing gam
            ("energy_pointing", "energy pointing"))
 
 
+def _sanity_blocks(run: dict) -> list:
+    """The model-randomisation check (Adebayo et al. 2018) of an explain run: per method,
+    pooled over groups, map similarity after full randomisation and the randomised model's
+    localisation beside the trained model's, with the verdict; then the curve figure."""
+    blocks: list = []
+    label = _label(run)
+    table = _table(run, "sanity")
+    if table is None or table.empty or not _has(table, "group", "method", "depth"):
+        return blocks
+    pooled = table[table["group"] == "all"]
+    full_depth = pooled["depth"].max()
+    rows = []
+    for method in dict.fromkeys(pooled["method"]):
+        sub = pooled[pooled["method"] == method].set_index("depth")
+        if full_depth not in sub.index or 0 not in sub.index:
+            continue
+        full, trained = sub.loc[full_depth], sub.loc[0]
+        fails = full.get("fails_check")
+        verdict = "–" if pd.isna(fails) else ("fails" if str(fails).lower() in ("true", "1")
+                                              else "passes")
+        head = sub.loc[1] if 1 in sub.index else {}
+        row = [str(method), fmt(full.get("n_images"), 0),
+               fmt(head.get("spearman_mean"), 2),
+               fmt_ci(full.get("spearman_mean"), full.get("spearman_ci_low"),
+                      full.get("spearman_ci_high"), 2),
+               fmt(full.get("ssim_mean"), 2)]
+        for key in ("pointing_game", "relevance_mass"):
+            after = fmt_ci(full.get(f"{key}_mean"), full.get(f"{key}_ci_low"),
+                           full.get(f"{key}_ci_high"), 2)
+            row.append(f"{fmt(trained.get(f'{key}_mean'), 2)} → {after}")
+        row.append(verdict)
+        rows.append(row)
+    if rows:
+        threshold = (run.get("settings", {}).get("sanity", {}) or {}).get("fails_if", "")
+        blocks.append(Table(
+            f"{label}: sanity check — maps of a randomised model", [
+                "method", "n", "ρ, head randomised", "ρ after full randomisation [CI]",
+                "SSIM",
+                "pointing game: trained → randomised", "relevance mass: trained → randomised",
+                "verdict"], rows,
+            "cascading randomisation of the classifier from the lesion head down (Adebayo "
+            "et al. 2018); ρ = Spearman rank correlation of |map| between the trained and the "
+            "fully randomised model; a method fails when " + (threshold or "mean ρ > 0.5")
+            + ". A localisation score that survives randomisation reflects the image (e.g. "
+            "the bright lesion), not the model: read real-vs-synthetic differences against "
+            "the randomised column."))
+    image = _figure(run, "sanity", f"{label}: map similarity vs randomisation depth")
+    if image is not None:
+        blocks.append(image)
+    return blocks
+
+
 def explain_section(section: Section, runs: list[dict]) -> None:
     """Paper Figs 18–20, with numbers: localisation per group and method with CIs, real vs
-    inpainted differences, the heatmap sheet."""
+    inpainted differences, the model-randomisation sanity check, the heatmap sheet."""
     for run in runs:
         label = _label(run)
         summary = _table(run, "summary")
         if summary is not None and not summary.empty:
             present = [(k, name) for k, name in _SCORES if f"{k}_mean" in summary]
+            randomized = [(k, name) for k, name in present
+                          if f"{k}_randomized_mean" in summary]
             rows = [[str(r["group"]), str(r["method"]), fmt(r.get("n_scored"), 0),
                      *[fmt_ci(r[f"{k}_mean"], r.get(f"{k}_ci_low"), r.get(f"{k}_ci_high"))
-                       for k, _ in present]]
+                       for k, _ in present],
+                     *[fmt(r.get(f"{k}_randomized_mean")) for k, _ in randomized]]
                     for r in summary.to_dict("records")]
             section.blocks.append(Table(
                 f"{label}: where the attribution falls", ["group", "method", "n",
-                                                          *[n for _, n in present]], rows,
-                "95 % CIs; relevance mass = share of positive attribution inside the lesion"))
+                                                          *[n for _, n in present],
+                                                          *[f"{n}, randomised model"
+                                                            for _, n in randomized]], rows,
+                "95 % CIs (pointing game: exact Clopper–Pearson; others: bootstrap); "
+                "relevance mass = share of positive attribution inside the lesion; "
+                "randomised model = the same score with every layer re-initialised"))
         comparison = _table(run, "comparison")
         if comparison is not None and not comparison.empty:
             keep = comparison[comparison["score"].isin([k for k, _ in _SCORES])]
@@ -358,8 +417,7 @@ def explain_section(section: Section, runs: list[dict]) -> None:
                 section.blocks.append(Table(f"{label}: group differences",
                                             ["difference", "method", "score", "estimate [CI]",
                                              "p (Holm)"], rows))
-        if "sanity" in run.get("outputs", {}).get("tables", {}):
-            section.blocks += generic_blocks(run, tables=["sanity"], figures=[])
+        section.blocks += _sanity_blocks(run)
         image = _figure(run, "heatmaps", f"{label}: attribution maps", wide=True, dark=True)
         if image is not None:
             section.blocks.append(image)
@@ -372,9 +430,15 @@ def cad_section(section: Section, runs: list[dict]) -> None:
         lesion = metrics.get("lesion", {})
         if lesion.get("auroc") is not None:
             ci = lesion.get("ci") or [None, None]
+            accuracy = ""
+            if lesion.get("accuracy") is not None:
+                acc_ci = lesion.get("accuracy_ci") or [None, None]
+                accuracy = (f"; accuracy at p ≥ {lesion.get('threshold', 0.5)} "
+                            f"{fmt_ci(lesion['accuracy'], *acc_ci)} (exact CI)")
             section.blocks.append(Paragraph(
                 f"{_label(run)}: held-out lesion AUROC {fmt_ci(lesion['auroc'], *ci)} "
-                f"(n = {lesion.get('n_pos')} lesion, {lesion.get('n_neg')} healthy images)."))
+                f"(n = {lesion.get('n_pos')} lesion, {lesion.get('n_neg')} healthy images)"
+                f"{accuracy}."))
         elif lesion.get("note"):
             section.blocks.append(Paragraph(
                 f"{_label(run)}: no held-out lesion AUROC: {lesion['note']}", kind="note"))

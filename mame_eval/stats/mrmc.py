@@ -24,7 +24,10 @@ are reported (Hillis 2007; Hillis, Berbaum & Metz 2008):
   ``SE^2 = [MS(R)_i + r max(Cov2_i, 0)] / r`` with
   ``df_i = [MS(R)_i + r max(Cov2_i, 0)]^2 / [MS(R)_i^2 / (r-1)]``;
 * fixed readers, random cases (FRRC) --
-  ``X^2 = (t-1) MS(T) / [Var - Cov1 + (r-1)(Cov2 - Cov3)]`` on t-1 df, normal-quantile CIs;
+  ``X^2 = (t-1) MS(T) / [Var - Cov1 + (r-1) max(Cov2 - Cov3, 0)]`` on t-1 df, difference
+  ``SE^2 = (2/r) [Var - Cov1 + (r-1) max(Cov2 - Cov3, 0)]`` with normal quantiles; per
+  modality ``SE^2 = [Var_i + (r-1) max(Cov2_i, 0)] / r`` (``Var_i``, ``Cov2_i`` from modality
+  i's own covariances), normal quantiles;
 * random readers, fixed cases (RRFC) -- ``F = MS(T) / MS(TR)`` on (t-1, (t-1)(r-1)) df.
 
 Confidence intervals are Wald intervals with t (or normal) quantiles and are *not* clipped to
@@ -33,6 +36,26 @@ when a mean square is exactly 0). With a single reader the random-reader analysi
 ``result.random`` then holds the fixed-reader analysis and ``result.inference`` says so.
 A test whose error term is exactly 0 (e.g. all scores constant) is reported as ``None`` with an
 explanation in ``result.notes``. Nothing is ever silently NaN.
+
+References that agree
+---------------------
+The clamps ``max(Cov2 - Cov3, 0)`` (RRRC and FRRC error terms) and ``max(Cov2_i, 0)``
+(single-modality SEs, RRRC and FRRC) follow Hillis (2007), Hillis, Berbaum & Metz (2008) and
+their two reference programs, which agree with this module to their printed precision on both
+standard data sets (``tests/test_mrmc_vandyke.py``, ``tests/test_mrmc_franken.py``):
+
+* OR-DBM MRMC 2.51 (Hillis et al., University of Iowa, build 20181028), printed reports of the
+  Van Dyke (1993) and Franken (1992) data; the Franken report is RJafroc's
+  ``tests/testthat/goodValues361/Iowa/Franken1.txt``;
+* RJafroc ``StSignificanceTesting(dataset, FOM = "Wilcoxon", method = "OR")`` (output for
+  Franken printed to 8 digits in the RJafroc book's quick-start chapter; ``R/StORAnalysis.R``: FRRC
+  ``msDen = Var - Cov1 + (J-1) max(Cov2 - Cov3, 0)``, per-modality
+  ``sqrt((varEachTrt + (J-1) max(cov2EachTrt, 0)) / J)``).
+
+On Franken (2 modalities x 4 readers x 100 cases) Cov2 = 0.00048364 < Cov3 = 0.00051251, so
+the clamp matters: the unclamped FRRC X^2 would be 0.364 (p 0.546) instead of the published
+0.32101 (p 0.5710). With three or more modalities every statistic above is the same formula
+(MS(T) on t-1 df, all t(t-1)/2 pairwise differences sharing one SE), as in both programs.
 """
 
 from __future__ import annotations
@@ -321,7 +344,7 @@ def or_mrmc(
     fr_mods = {
         m: _estimate(
             float(mean_i[i]),
-            (per_mod[m].var + (r - 1) * (per_mod[m].cov2 or 0.0)) / r,
+            (per_mod[m].var + (r - 1) * max(per_mod[m].cov2 or 0.0, 0.0)) / r,
             math.inf,
             level,
         )
@@ -330,14 +353,15 @@ def or_mrmc(
     fr_test = None
     fr_diffs: tuple[Difference, ...] = ()
     if t > 1:
-        fr_err = var - cov1 + ((r - 1) * (cov2 - cov3) if r > 1 else 0.0)
+        # the clamp max(Cov2 - Cov3, 0) as in OR-DBM MRMC 2.51 and RJafroc (module docstring)
+        fr_err = var - cov1 + ((r - 1) * max(cov2 - cov3, 0.0) if r > 1 else 0.0)
         fr_diffs = _differences(mod_labels, mean_i, 2 * fr_err / r, math.inf, level)
         if fr_err > _ZERO:
             chi2 = (t - 1) * ms_t / fr_err
             fr_test = ChiSquareTest(chi2=chi2, df=t - 1, p=float(stats.chi2.sf(chi2, t - 1)))
         else:
             notes.append(
-                "fixed-reader test undefined: Var - Cov1 + (r-1)(Cov2 - Cov3) is 0 "
+                "fixed-reader test undefined: Var - Cov1 + (r-1) max(Cov2 - Cov3, 0) is 0 "
                 "(no case-to-case variability in the AUC differences)"
             )
     fixed_readers = ORAnalysis("fixed readers, random cases", fr_mods, fr_test, fr_diffs)

@@ -14,7 +14,8 @@ from scipy import stats
 from mame_eval.errors import InputError
 from mame_eval.stats.roc import _check_level
 
-__all__ = ["BinomialTestResult", "binomial_test_accuracy", "proportion_ci"]
+__all__ = ["BinomialTestResult", "binomial_test_accuracy", "proportion_ci",
+           "proportion_difference_ci"]
 
 
 def _counts(k, n, k_name: str) -> tuple[int, int]:
@@ -54,6 +55,23 @@ def proportion_ci(k: int, n: int, level: float = 0.95, method: str = "exact"
     k, n = _counts(k, n, "k")
     ci = stats.binomtest(k, n).proportion_ci(confidence_level=level, method=method)
     return float(ci.low), float(ci.high)
+
+
+def proportion_difference_ci(k_a: int, n_a: int, k_b: int, n_b: int, level: float = 0.95
+                             ) -> tuple[float, float]:
+    """Confidence interval of ``k_b/n_b − k_a/n_a`` for two independent proportions: Newcombe's
+    (1998, Stat Med 17:873, method 10) hybrid score interval from the two Wilson intervals.
+
+    Unlike a bootstrap of 0/1 values it does not collapse to a point when both proportions
+    are 0 or 1 (16/16 vs 16/16 gives about [−0.19, 0.19]). Returns ``(low, high)`` in [−1, 1].
+    """
+    pa, pb = k_a / _counts(k_a, n_a, "k_a")[1], k_b / _counts(k_b, n_b, "k_b")[1]
+    la, ua = proportion_ci(k_a, n_a, level, method="wilson")
+    lb, ub = proportion_ci(k_b, n_b, level, method="wilson")
+    d = pb - pa
+    low = d - ((pb - lb) ** 2 + (ua - pa) ** 2) ** 0.5
+    high = d + ((ub - pb) ** 2 + (pa - la) ** 2) ** 0.5
+    return max(-1.0, low), min(1.0, high)
 
 
 @dataclass(frozen=True)

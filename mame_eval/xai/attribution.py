@@ -123,8 +123,17 @@ def saliency(classifier: Classifier, x: torch.Tensor, noise_tunnel=None) -> np.n
 
 
 def default_occlusion_window(size: int) -> tuple[int, int]:
-    """``(window, stride)`` in pixels for an input side ``size``: ``size/8`` and half of it."""
-    window = max(2, round(size / 8))
+    """``(window, stride)`` in pixels for an input side ``size``: ``size/16`` and half of it.
+
+    An occluding patch larger than the lesion it should find blurs the map over the lesion's
+    surroundings (every pixel's score is the mean over all patches covering it) and hides the
+    lesion together with its context, so the default is no larger than the smallest lesions
+    the toolkit is asked to find: phantom masses are ~8 px across at 128 px input, hence
+    8 px with stride 4 at 128 px (4 px, stride 2 at 64 px; 16 px, stride 8 at 256 px). For
+    other lesion sizes pass ``window`` explicitly; ``mame-eval explain`` notes when the median
+    lesion is smaller than the window.
+    """
+    window = max(2, round(size / 16))
     return window, max(1, window // 2)
 
 
@@ -134,7 +143,8 @@ def occlusion(classifier: Classifier, x: torch.Tensor, window: int | None = None
     """Occlusion maps ``(N, H, W)`` (logit drop when the region is hidden), float32.
 
     Args:
-        window: side of the square occluding patch in input pixels (default ``H/8``).
+        window: side of the square occluding patch in input pixels (default ``H/16``, see
+            :func:`default_occlusion_window`).
         stride: step between patches in pixels (default ``window // 2``).
         baseline: value the patch is filled with, in [0, 1] image units (0 = black).
         perturbations_per_eval: occluded copies per forward pass (memory vs speed).
