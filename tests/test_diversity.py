@@ -150,3 +150,106 @@ def test_bad_inputs():
         diversity([np.zeros((192, 192), np.uint8), np.zeros((200, 192), np.uint8)])
     with pytest.raises(InputError, match="protocol"):
         diversity(random_images(2), protocol="some")
+
+
+# ------------------------------------------------------------------ the per-image statistics path
+
+
+def reference_with(a, b, settings):
+    """pytorch-msssim itself, one pair, at any settings."""
+    from pytorch_msssim import ssim
+
+    x, y = (torch.tensor(np.asarray(v, np.float32)[..., 0] if np.asarray(v).ndim == 3
+                         else np.asarray(v, np.float32))[None, None] for v in (a, b))
+    if settings.scales == 1:
+        return float(ssim(x, y, data_range=settings.data_range, win_size=settings.win_size,
+                          win_sigma=settings.win_sigma))
+    return float(ms_ssim(x, y, data_range=settings.data_range, win_size=settings.win_size,
+                         win_sigma=settings.win_sigma, weights=list(settings.weights)))
+
+
+@pytest.mark.parametrize("make", [random_images, phantom_images])
+@pytest.mark.parametrize("size", [200, 257])  # 257: odd sides, the zero-padded pooling
+@pytest.mark.parametrize("settings", [
+    MsSsimSettings(),
+    MsSsimSettings(data_range=300.0, win_size=7, win_sigma=1.0,
+                   weights=(0.2, 0.2, 0.2, 0.2, 0.2)),
+    MsSsimSettings(win_size=5, scales=1, weights=(1.0,)),
+], ids=["standard", "range-window-weights", "single-scale"])
+def test_per_image_statistics_equal_pytorch_msssim(make, size, settings):
+    """Per-image μ, σ² and pyramid, one filtering of x·y per pair: pytorch-msssim's values to
+    1e-5 (float32 round-off: a different summation order)."""
+    images = make(4, size=size)
+    pairs = all_pairs(4)
+    ours = ms_ssim_pairs(images, pairs, batch_size=2, settings=settings)
+    ref = np.array([reference_with(images[i], images[j], settings) for i, j in pairs])
+    assert np.abs(ours - ref).max() <= 1e-5
+
+
+def test_blocks_and_batches_do_not_change_values():
+    """A tiny statistics budget forces image blocks (statistics recomputed per block pair),
+    any pair order and batch size: the same numbers."""
+    images = random_images(7, size=176)
+    pairs = [(5, 1), (0, 6), (2, 3), (6, 4), (1, 2), (0, 1), (3, 5)]
+    whole = ms_ssim_pairs(images, pairs, batch_size=3)
+    blocked = ms_ssim_pairs(images, pairs, batch_size=1, budget=1)
+    np.testing.assert_allclose(blocked, whole, atol=1e-6)
+    ref = [reference_pair(images[i], images[j]) for i, j in pairs]
+    np.testing.assert_allclose(whole, ref, atol=1e-5)
+
+
+def test_cpu_threads_are_restored():
+    before = torch.get_num_threads()
+    ms_ssim_pairs(random_images(2, size=176), [(0, 1)])
+    assert torch.get_num_threads() == before
+
+
+def test_random_pairs_is_a_uniform_subset_of_distinct_pairs():
+    from mame_eval.metrics.diversity import random_pairs
+
+    n = 30
+    pairs = random_pairs(n, 100, seed=4)
+    assert len(pairs) == len(set(pairs)) == 100
+    assert all(0 <= i < j < n for i, j in pairs) and pairs == sorted(pairs)
+    assert random_pairs(n, 100, seed=4) == pairs != random_pairs(n, 100, seed=5)
+    assert random_pairs(5, 10) == all_pairs(5)  # no more pairs than asked: all of them
+    # uniform: each of the 435 pairs is drawn about equally often over many seeds
+    hits = np.zeros((n, n))
+    for seed in range(400):
+        for i, j in random_pairs(n, 100, seed=seed):
+            hits[i, j] += 1
+    upper = hits[np.triu_indices(n, 1)]
+    expected = 400 * 100 / upper.size
+    chi2 = ((upper - expected) ** 2 / expected).sum()
+    assert chi2 < upper.size + 4 * np.sqrt(2 * upper.size)  # df = 434: mean 434, sd 29
+    with pytest.raises(InputError, match="max_pairs"):
+        random_pairs(n, 0)
+
+
+def test_max_pairs_measures_a_subset_and_bootstraps_images():
+    images = random_images(8, size=176)
+    full = diversity(images, n_boot=300, seed=2)
+    part = diversity(images, n_boot=3000, seed=2, max_pairs=12)
+    assert part.n_pairs == 12 and part.n_images == 8 and part.subset
+    assert "pair_subset" in part.provenance() and not full.subset
+    values = dict(zip(map(tuple, full.pairs), full.values, strict=True))
+    for pair, value in zip(part.pairs, part.values, strict=True):
+        assert value == pytest.approx(values[tuple(pair)], abs=1e-9)
+    assert part.mean == pytest.approx(np.mean(part.values))
+    # brute force: resample images; average the measured pairs of two different draws
+    measured = dict(zip(map(tuple, part.pairs), part.values, strict=True))
+    rng = np.random.default_rng(5)
+    means = []
+    for _ in range(2000):
+        draw = rng.integers(0, 8, 8)
+        vals = [measured[(min(draw[a], draw[b]), max(draw[a], draw[b]))]
+                for a in range(8) for b in range(a + 1, 8)
+                if draw[a] != draw[b] and (min(draw[a], draw[b]), max(draw[a], draw[b]))
+                in measured]
+        if vals:
+            means.append(np.mean(vals))
+    lo, hi = np.quantile(means, [0.025, 0.975])
+    assert part.ci_low == pytest.approx(lo, abs=0.01)
+    assert part.ci_high == pytest.approx(hi, abs=0.01)
+    with pytest.raises(InputError, match="all-pairs"):
+        diversity(images, protocol="paper", max_pairs=3)
