@@ -1,8 +1,10 @@
 """MS-SSIM diversity against an independent per-pair pytorch-msssim loop and torchmetrics."""
 
+import json
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -18,6 +20,8 @@ from mame_eval.metrics.diversity import (
     ms_ssim_pairs,
 )
 
+pytest_plugins = ["conftest_models"]
+
 
 def random_images(n, size=192, seed=0):
     rng = np.random.default_rng(seed)
@@ -32,7 +36,8 @@ def phantom_images(n, size=192):
         spec = PhantomSpec(vendor="siemens" if i % 2 else "hologic",
                            view="MLO" if i % 3 else "CC", density="ABCD"[i % 4],
                            size=(256, 208))
-        display = render_phantom(spec, i).display()
+        # display() is float 0…1: to the 8-bit scale the metric assumes
+        display = np.round(255 * render_phantom(spec, i).display()).astype(np.uint8)
         gray = np.asarray(Image.fromarray(display).resize((size, size), Image.BILINEAR))
         out.append(np.stack([gray] * 3, axis=-1))  # RGB, as the models write them
     return out
@@ -253,3 +258,85 @@ def test_max_pairs_measures_a_subset_and_bootstraps_images():
     assert part.ci_high == pytest.approx(hi, abs=0.01)
     with pytest.raises(InputError, match="all-pairs"):
         diversity(images, protocol="paper", max_pairs=3)
+
+
+# ------------------------------------------------------------------ paired trends across guidance
+
+
+def test_trend_slope_and_text():
+    from mame_eval.stats.trend import paired_trend, slopes
+
+    g = np.array([4.0, 7.0, 14.0])
+    values = np.array([[0.2, 0.3, 0.5], [0.1, 0.1, 0.1]])
+    np.testing.assert_allclose(slopes(g, values), [np.polyfit(g, v, 1)[0] for v in values],
+                               atol=1e-12)
+    rng = np.random.default_rng(0)
+    reps = np.array([0.2, 0.3, 0.5]) + rng.normal(0, 0.01, (500, 3))
+    up = paired_trend("ms_ssim", g, [0.2, 0.3, 0.5], reps, "seeds", 20, label="MS-SSIM")
+    assert up.change == pytest.approx(0.3) and up.change_ci_low < 0.3 < up.change_ci_high
+    assert up.text.startswith("MS-SSIM rises with guidance: +0.300 [")
+    assert "from 4 to 14" in up.text and "20 seeds" in up.text
+    flat = paired_trend("x", g, [0.2, 0.2, 0.2], 0.2 + rng.normal(0, 0.05, (500, 3)), "seeds",
+                        20)
+    assert "no clear change" in flat.text
+    assert paired_trend("x", [4.0], [0.2], np.zeros((5, 1)), "seeds", 2) is None
+
+
+def test_ms_ssim_trend_is_a_paired_bootstrap_over_seeds():
+    """Scale 2 = scale 1's images, each a little noisier: one draw of the seeds for both scales
+    (brute force here) gives the trend's interval, much narrower than unpaired draws."""
+    from mame_eval.metrics.diversity import ms_ssim_trend
+
+    rng = np.random.default_rng(3)
+    low = random_images(6, size=176, seed=1)
+    high = [np.clip(im + rng.normal(0, 25, im.shape), 0, 255).astype(np.uint8) for im in low]
+    a, b = diversity(low, n_boot=200), diversity(high, n_boot=200)
+    trend = ms_ssim_trend([1.0, 4.0], [[a], [b]], n_boot=4000, seed=0)
+    assert trend.change == pytest.approx(b.mean - a.mean)
+    assert trend.slope == pytest.approx((b.mean - a.mean) / 3)
+    va = dict(zip(map(tuple, a.pairs), a.values, strict=True))
+    vb = dict(zip(map(tuple, b.pairs), b.values, strict=True))
+    changes, unpaired = [], []
+    for _ in range(2000):
+        draw, other = rng.integers(0, 6, 6), rng.integers(0, 6, 6)
+
+        def mean(values, d):
+            vals = [values[(min(d[x], d[y]), max(d[x], d[y]))] for x in range(6)
+                    for y in range(x + 1, 6) if d[x] != d[y]]
+            return np.mean(vals) if vals else np.nan
+
+        changes.append(mean(vb, draw) - mean(va, draw))
+        unpaired.append(mean(vb, other) - mean(va, draw))
+    lo, hi = np.nanquantile(changes, [0.025, 0.975])
+    assert trend.change_ci_low == pytest.approx(lo, abs=0.01)
+    assert trend.change_ci_high == pytest.approx(hi, abs=0.01)
+    u_lo, u_hi = np.nanquantile(unpaired, [0.025, 0.975])
+    assert hi - lo < 0.8 * (u_hi - u_lo)
+
+
+def test_diversity_run_writes_the_trend_and_takes_max_pairs(tiny_txt2img, tmp_path):
+    from typer.testing import CliRunner
+
+    from mame_eval.cli import app
+    from mame_eval.journeys.diversity import diversity_run
+
+    out = tmp_path / "div"
+    report = diversity_run(out, model=str(tiny_txt2img), guidance=[1.0, 4.0], n=4, steps=2,
+                           max_pairs=4, n_boot=300)
+    table = pd.read_csv(out / "diversity.csv")
+    assert (table["n_pairs"] == 4).all() and (table["n_images"] == 4).all()
+    trends = pd.read_csv(out / "trends.csv")
+    assert list(trends["metric"]) == ["ms_ssim"]
+    assert trends["change"].item() == pytest.approx(table["mean"].iloc[1] - table["mean"].iloc[0])
+    assert report.summary["ms_ssim_trend"]["text"].startswith("MS-SSIM ")
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["settings"]["max_pairs"] == 4
+    assert "pair_subset" in prov["settings"]["ms_ssim"]
+    # the command line: the same run again (images reused), the trend printed under the table
+    result = CliRunner().invoke(app, ["diversity", "--model", str(tiny_txt2img), "--guidance",
+                                      "1,4", "--n", "4", "--steps", "2", "--max-pairs", "4",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "MS-SSIM " in result.output.splitlines()[-2]
+    with pytest.raises(InputError, match="--max-pairs"):
+        diversity_run(tmp_path / "x", model=str(tiny_txt2img), protocol="paper", max_pairs=3)

@@ -574,3 +574,32 @@ def diversity(images, protocol: str = "all-pairs", pairs: list[tuple[int, int]] 
         pairs=[tuple(map(int, p)) for p in pairs], values=values.tolist(),
     )
 
+
+
+def ms_ssim_trend(guidance: list[float], per_scale: list[list[DiversityResult]],
+                  n_boot: int = 2000, seed: int = 0, level: float = 0.95):
+    """The change of mean MS-SSIM across guidance scales with a paired bootstrap CI.
+
+    Image i of every scale (and prompt) starts from the same seed, so one draw of the seeds
+    (image multiplicities; pair indices for ``paper``) resamples every scale at once
+    (:func:`mame_eval.stats.trend.paired_trend`).
+
+    Args:
+        guidance: (G,) scales; per_scale: for each scale its sets (one per prompt), all of one
+            protocol and size.
+
+    Returns:
+        a :class:`mame_eval.stats.trend.Trend`, or ``None`` for fewer than 2 scales.
+    """
+    from mame_eval.stats.trend import paired_trend
+
+    if len(per_scale) != len(guidance) or any(not sets for sets in per_scale):
+        raise InputError("ms_ssim_trend: one non-empty list of sets per guidance scale")
+    first = per_scale[0][0]
+    draw = bootstrap_draw(first, n_boot, np.random.default_rng([seed, 11]))
+    replicates = np.stack([_set_replicates(sets, n_boot, counts=draw) for sets in per_scale],
+                          axis=1)
+    estimate = [float(np.mean([r.mean for r in sets])) for sets in per_scale]
+    unit = "seeds" if first.protocol == "all-pairs" else "seed pairs"
+    return paired_trend("ms_ssim", guidance, estimate, replicates, unit, draw.shape[1],
+                        level, label="MS-SSIM")

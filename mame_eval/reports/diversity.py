@@ -11,13 +11,20 @@ from mame_eval.reports.style import PALETTE, new_figure
 __all__ = ["diversity_figure", "tradeoff_figure"]
 
 
-def diversity_figure(table: pd.DataFrame, title: str) -> Figure:
+def _trend_lines(trends) -> str:
+    """The trends' sentences, one per line (``Trend`` objects or ``trends.csv`` rows)."""
+    return "\n".join(t["text"] if isinstance(t, dict) else t.text for t in trends if t)
+
+
+def diversity_figure(table: pd.DataFrame, title: str, trend=None) -> Figure:
     """Mean MS-SSIM per guidance scale with its bootstrap CI band; a folder of images (empty
     guidance) is one point with its CI.
 
     Args:
         table: ``diversity.csv`` rows (guidance, mean, ci_low, ci_high, n_images, …).
         title: the model and prompt, or the folder.
+        trend: the paired trend across guidance (:class:`mame_eval.stats.trend.Trend`),
+            written in the axes ("MS-SSIM rises with guidance: +0.13 [0.08, 0.17] …").
     """
     fig, ax = new_figure("column", height=2.6)
     rows = table.dropna(subset=["guidance"]).sort_values("guidance")
@@ -29,6 +36,9 @@ def diversity_figure(table: pd.DataFrame, title: str) -> Figure:
         n = sorted({int(v) for v in rows["n_images"]})
         ax.text(0.99, 0.02, f"n = {', '.join(map(str, n))} images per scale",
                 transform=ax.transAxes, ha="right", va="bottom", fontsize=6.5)
+        if trend is not None:
+            ax.text(0.01, 0.98, _trend_lines([trend]), transform=ax.transAxes, ha="left",
+                    va="top", fontsize=5.5, wrap=True)
     else:  # a folder of images: one estimate, drawn as a point with its CI
         row = table.iloc[0]
         ax.errorbar([0], [row["mean"]], yerr=[[row["mean"] - row["ci_low"]],
@@ -44,9 +54,11 @@ def diversity_figure(table: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
-def tradeoff_figure(table: pd.DataFrame, title: str) -> Figure:
-    """Per guidance scale: diversity (MS-SSIM), mean prompt adherence and FID where measured
-    (left); adherence against MS-SSIM with each point labelled by its scale (right)."""
+def tradeoff_figure(table: pd.DataFrame, title: str, trends=()) -> Figure:
+    """Per guidance scale: diversity (MS-SSIM), mean prompt adherence, the copy rate and FID
+    where measured (left); adherence against MS-SSIM with each point labelled by its scale
+    (right); the paired trends across guidance (``trends``: :class:`Trend` objects) under the
+    title."""
     fig, (left, right) = new_figure("page", height=3.0, ncols=2)
     rows = table.sort_values("guidance")
     g = rows["guidance"]
@@ -59,6 +71,11 @@ def tradeoff_figure(table: pd.DataFrame, title: str) -> Figure:
     if "mean_adherence" in rows:
         handles += left.plot(g, rows["mean_adherence"], "s-", color=PALETTE[2],
                              label="mean prompt adherence")
+    if "copy_rate" in rows:
+        handles += left.plot(g, rows["copy_rate"], "D:", color=PALETTE[5],
+                             label="copy rate (memorisation)")
+        left.fill_between(g, rows["copy_rate_ci_low"], rows["copy_rate_ci_high"],
+                          color=PALETTE[5], alpha=0.15, linewidth=0)
     left.set_xlabel("guidance scale")
     left.set_ylim(0, 1.02)
     if "fid" in rows:
@@ -81,5 +98,6 @@ def tradeoff_figure(table: pd.DataFrame, title: str) -> Figure:
         right.axis("off")
         right.text(0.5, 0.5, "trade-off needs diversity and fidelity", ha="center",
                    va="center", fontsize=7)
-    fig.suptitle(title, fontsize=8)
+    lines = _trend_lines(trends)
+    fig.suptitle(title + ("\n" + lines if lines else ""), fontsize=8 if not lines else 6.5)
     return fig
