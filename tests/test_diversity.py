@@ -61,19 +61,32 @@ def test_batched_all_pairs_equal_the_per_pair_loop(make):
     np.testing.assert_allclose(ours, ref, atol=1e-4)
 
 
-def test_agrees_with_torchmetrics():
-    """torchmetrics has its own implementation (different padding at the pooled scales), so
-    it agrees to about 1e-3, not to round-off; our reference at 1e-4 is pytorch-msssim."""
+@pytest.mark.parametrize("make, tolerance", [(random_images, 0.01), (phantom_images, 0.05)])
+def test_agrees_with_torchmetrics(make, tolerance):
+    """torchmetrics has its own implementation: its SSIM maps cover the reflect-padded full
+    image, pytorch-msssim's (and ours) the valid region only, which matters at the coarse
+    scales (32 px at 512 px / 16). Measured: 6e-3 on textures, 3e-2 on 8-bit phantoms whose
+    borders hold structure (up to 0.46 on 512-px phantom pairs in benchmarks/diversity.py).
+    So an independent check of the order of magnitude and of the ranking only; the reference
+    to 1e-5 is pytorch-msssim. (With the phantoms left on their 0…1 float scale, as this test
+    once did, every value is ≈ 1 and the check says nothing.)"""
+    from scipy.stats import spearmanr
     from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
-    images = phantom_images(3)
-    ours = ms_ssim_pairs(images, [(0, 1), (1, 2)])
-    for value, (i, j) in zip(ours, [(0, 1), (1, 2)], strict=True):
-        x = torch.tensor(images[i][..., 0], dtype=torch.float32)[None, None]
-        y = torch.tensor(images[j][..., 0], dtype=torch.float32)[None, None]
-        ref = multiscale_structural_similarity_index_measure(
-            x, y, data_range=255.0, kernel_size=11, sigma=1.5, betas=MS_SSIM_WEIGHTS)
-        assert value == pytest.approx(float(ref), abs=2e-3)
+    images = make(4)
+    pairs = all_pairs(4)
+    ours = ms_ssim_pairs(images, pairs)
+    gray = [np.asarray(im)[..., 0] if np.asarray(im).ndim == 3 else np.asarray(im)
+            for im in images]
+    ref = []
+    for i, j in pairs:
+        x = torch.tensor(gray[i], dtype=torch.float32)[None, None]
+        y = torch.tensor(gray[j], dtype=torch.float32)[None, None]
+        ref.append(float(multiscale_structural_similarity_index_measure(
+            x, y, data_range=255.0, kernel_size=11, sigma=1.5, betas=MS_SSIM_WEIGHTS)))
+    assert np.abs(ours - np.array(ref)).max() < tolerance
+    assert np.ptp(ours) > 0.05  # the pairs differ: the comparison has something to rank
+    assert spearmanr(ours, ref).statistic > 0.8
 
 
 def test_identical_images_give_one():
