@@ -135,8 +135,9 @@ def to_gray_batch(images) -> np.ndarray:
 
 
 def default_pair_batch(device: str) -> int:
-    """Pairs per cross-term call: 64 on a GPU; 4 on a CPU, where the maps of a larger batch
-    fall out of cache (2 shared cores, 512 px: see ``benchmarks/diversity.py``)."""
+    """Pairs per cross-term call: 64 on a GPU (not measured); 4 on a CPU (measured at 512 px
+    on 2 shared cores: 4–8 ms per pair with 1 to 8 pairs per call, 8 the slowest — larger
+    batches fall out of cache)."""
     return 64 if str(device).startswith("cuda") else 4
 
 
@@ -357,8 +358,9 @@ def _intra_op_threads(n: int | None):
     """torch's intra-op threads set to ``n`` for the block (``None``: unchanged), restored after.
 
     On a CPU every operation of a pair touches maps of ≤ 1 MB, too small for threads to pay
-    their synchronisation: one thread measured 10–30× faster than two on a shared 2-core
-    machine (the other cores busy), and no slower on an idle one."""
+    their synchronisation: one thread measured 10–30× faster than two on a shared, busy
+    2-core machine (not measured on an idle many-core one, where spreading *pairs* over
+    cores would be the way to use them)."""
     import torch
 
     before = torch.get_num_threads()
