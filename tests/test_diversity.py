@@ -21,6 +21,9 @@ from mame_eval.metrics.diversity import (
 )
 
 pytest_plugins = ["conftest_models"]
+# one intra-op thread: the per-pair reference loops are 3-10x slower with two on a busy machine
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")]
 
 
 def random_images(n, size=192, seed=0):
