@@ -19,6 +19,20 @@ Measured in one run, so that the load of a shared machine falls on both sides al
   pyramid and local statistics; per pair: one filtering of x·y per scale), and what
   ``--max-pairs`` bounds it to.
 
+Measured 2026-12-07 on the shared 2-core machine (load average 8–10 throughout, 5 sessions;
+torch 2.14.1, 1 intra-op thread on both sides), 512-px phantoms:
+
+    N = 40 (780 pairs): in-process 592.1 s (759 ms/pair) vs 6.02 s (7.7 ms/pair): 98x
+        (other test runs overlapped the baseline's part: the ratio is flattered);
+        whole command 514.7 s vs 20.9 s: 24.6x
+    N = 20 (190 pairs, nothing else of ours running): in-process 77.8 s vs 2.47 s: 31.5x;
+        whole command 108.1 s vs 18.7 s: 5.8x — ours is then mostly start-up (importing
+        torch ≈ 8 s, matplotlib, pandas, the PNG+PDF figure ≈ 2.6 s at that load)
+    max |ours − pytorch-msssim| 6.9e-7 (60 pairs, N = 40), 1.3e-6 (64 pairs, N = 20);
+        max |ours − torchmetrics| 0.46 (its reflect-padded borders, see test_diversity)
+    cost: N = 5, 10, 20, 40 → 0.19, 0.72, 2.48, 7.58 s; t ≈ 49 ms × N + 7.2 ms × N(N−1)/2,
+        so 1000 images take ≈ 1 h for all pairs and ≈ 85 s with --max-pairs 5000.
+
 Both sides run with the same number of intra-op torch threads (``--threads``, default 1: on a
 shared 2-core machine two threads made every per-pair loop several times slower, ours and the
 baseline's alike). ``ms_ssim_pairs`` itself runs with one intra-op thread on a CPU.
