@@ -3,6 +3,8 @@ fidelity–diversity trade-off."""
 
 from __future__ import annotations
 
+import textwrap
+
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -36,9 +38,6 @@ def diversity_figure(table: pd.DataFrame, title: str, trend=None) -> Figure:
         n = sorted({int(v) for v in rows["n_images"]})
         ax.text(0.99, 0.02, f"n = {', '.join(map(str, n))} images per scale",
                 transform=ax.transAxes, ha="right", va="bottom", fontsize=6.5)
-        if trend is not None:
-            ax.text(0.01, 0.98, _trend_lines([trend]), transform=ax.transAxes, ha="left",
-                    va="top", fontsize=5.5, wrap=True)
     else:  # a folder of images: one estimate, drawn as a point with its CI
         row = table.iloc[0]
         ax.errorbar([0], [row["mean"]], yerr=[[row["mean"] - row["ci_low"]],
@@ -48,7 +47,9 @@ def diversity_figure(table: pd.DataFrame, title: str, trend=None) -> Figure:
         ax.set_xticks([0], [f"{int(row['n_images'])} images"])
         ax.set_xlim(-1, 1)
     ax.set_ylabel("MS-SSIM (lower = more diverse)")
-    ax.set_title(title, fontsize=7)
+    if trend is not None and len(rows):  # under the title, never over the curve
+        title += "\n" + textwrap.fill(_trend_lines([trend]), 75)
+    ax.set_title(title, fontsize=7 if trend is None else 6)
     # below the axes: a legend never covers the curve
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     return fig
