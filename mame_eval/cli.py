@@ -473,9 +473,14 @@ def diversity(
     seed: int = typer.Option(0, help="Seed of image 0; image i uses seed+i."),
     negative_prompt: str = typer.Option("", help="Negative prompt."),
     batch_size: int = typer.Option(4, help="Images per pipeline call."),
+    max_pairs: int | None = typer.Option(None, help="all-pairs: measure a uniform random "
+                                         "subset of at most this many pairs per scale "
+                                         "(seeded by --seed); time grows with the pairs. The "
+                                         "CI still resamples images."),
     out: Path = typer.Option(..., help="Output folder (table, figure, provenance, images)."),
 ) -> None:
-    """MS-SSIM diversity per guidance scale (paper Table 3) with bootstrap CIs."""
+    """MS-SSIM diversity per guidance scale (paper Table 3) with bootstrap CIs; with several
+    scales, the paired change across guidance with its CI (trends.csv)."""
     from mame_eval.journeys.diversity import diversity_run, parse_guidance
 
     if model is not None and images is not None:
@@ -486,12 +491,15 @@ def diversity(
                                guidance=None if images else parse_guidance(guidance), n=n,
                                steps=steps, protocol=protocol, seed=seed,
                                negative_prompt=negative_prompt, batch_size=batch_size,
-                               progress=update)
+                               max_pairs=max_pairs, progress=update)
     for note in report.notes:
         typer.echo(f"note: {note}", err=True)
     typer.echo(report.table.to_string(
         index=False, na_rep="", float_format=lambda v: f"{v:.4f}",
         formatters={"guidance": lambda g: f"{g:g}"}))
+    trend = report.summary.get("ms_ssim_trend")
+    if trend:
+        typer.echo(trend["text"])
     typer.echo(f"written: {', '.join(str(f) for f in report.files)}")
 
 

@@ -178,3 +178,80 @@ def test_real_images_like_matches_every_named_attribute(prepared):
     wanted = {r["file_name"] for r in rows if r["prompt"] == prompt}
     assert {f.name for f in files} == wanted  # fewer than n exist: all of them
     assert real_images_like(prepared / "healthy", prompt, n=1, seed=3)[0].name in wanted
+
+
+def test_copy_rate_per_scale_and_paired_trends(swept, sweep_inputs, prepared, tmp_path):
+    """``[memorization]``: one reference, a copy rate per scale equal to the audit's own; the
+    images of scale 1 planted in the training set are flagged. Trends: paired over seeds."""
+    import shutil
+
+    from PIL import Image
+
+    from mame_eval.journeys.memorization import build_reference
+    from mame_eval.journeys.sweep import MemorizationSettings
+
+    config, _ = swept
+    out = tmp_path / "out"
+    shutil.copytree(config.out / "images", out / "images")  # a finished sweep: no generation
+    train = tmp_path / "train"
+    train.mkdir()
+    for k, f in enumerate(sorted((prepared / "healthy").glob("*.png"))[:12]):
+        Image.open(f).convert("L").resize((32, 32)).save(train / f"phantom{k}.png")
+    planted = sorted((out / "images" / "g1" / "p0").glob("*.png"))
+    for f in planted:
+        shutil.copy(f, train / f"copy_{f.name}")
+    settings = MemorizationSettings(train=train, features=str(sweep_inputs / "ext.pt"),
+                                    alpha=0.1, max_null=20)
+    cfg = config.model_copy(update={"out": out, "fid": None, "memorization": settings,
+                                    "real_baseline": None, "n_boot": 500})
+    report = run_sweep(cfg)
+    table = pd.read_csv(out / "sweep.csv")
+    ref = build_reference(train, features=settings.features, alpha=0.1, max_null=20,
+                          seed=cfg.seed, settings=settings.match())
+    for scale in (1.0, 4.0):
+        files = [f for k in range(len(PROMPTS))
+                 for f in sorted((out / "images" / f"g{scale:g}" / f"p{k}").glob("*.png"))]
+        rate = ref.copy_rate(files)
+        row = table[table["guidance"] == scale].iloc[0]
+        assert (row["copy_rate_k"], row["copy_rate_n"]) == (rate.k, rate.n)
+        assert (row["copy_rate_ci_low"], row["copy_rate_ci_high"]) == pytest.approx(
+            (rate.ci_low, rate.ci_high))
+    assert table.loc[table["guidance"] == 1.0, "copy_rate_k"].item() >= len(planted)
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["inputs"]["memorization_train"]["n_files"] == len(list(train.glob("*.png")))
+    # trends: one per metric, the change is last minus first scale, the slope change / 3
+    trends = pd.read_csv(out / "trends.csv").set_index("metric")
+    assert set(trends.index) == {"ms_ssim", "mean_adherence", "copy_rate"}
+    for metric, column in (("ms_ssim", "ms_ssim"), ("mean_adherence", "mean_adherence"),
+                           ("copy_rate", "copy_rate")):
+        change = table[column].iloc[1] - table[column].iloc[0]
+        assert trends.loc[metric, "change"] == pytest.approx(change)
+        assert trends.loc[metric, "slope"] == pytest.approx(change / 3)
+        assert trends.loc[metric, "change_ci_low"] <= trends.loc[metric, "change_ci_high"]
+        assert trends.loc[metric, "n_units"] == 3
+    assert report.summary["ms_ssim_trend"]["text"].startswith("MS-SSIM ")
+    assert "seed_index" in pd.read_csv(out / "records.csv")
+
+
+def test_adherence_trend_is_a_paired_bootstrap_of_seeds():
+    """Brute force: resample seed indices, recompute each scale's adherence from records."""
+    from mame_eval.journeys.sweep import _adherence_replicates
+
+    rng = np.random.default_rng(0)
+    n = 5
+    records = pd.DataFrame({
+        "seed_index": list(range(n)) * 2,
+        "requested_view": ["CC"] * n + ["MLO"] * n,
+        "measured_view": rng.choice(["CC", "MLO"], 2 * n),
+        "requested_area": ["small"] * 2 * n,
+        "measured_area": rng.choice(["small", "big"], 2 * n)})
+    seeds = rng.multinomial(n, np.full(n, 1 / n), size=50).astype(float)
+    estimate, reps = _adherence_replicates(records, None, seeds)
+    view = (records["requested_view"] == records["measured_view"]).mean()
+    area = (records["requested_area"] == records["measured_area"]).mean()
+    assert estimate == pytest.approx((view + area) / 2)
+    for b in range(50):
+        w = seeds[b][records["seed_index"]]
+        v = (w * (records["requested_view"] == records["measured_view"])).sum() / w.sum()
+        a = (w * (records["requested_area"] == records["measured_area"])).sum() / w.sum()
+        assert reps[b] == pytest.approx((v + a) / 2)

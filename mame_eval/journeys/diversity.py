@@ -2,6 +2,7 @@
 of a folder of images.
 
 Writes ``diversity.csv`` (guidance, mean, std, ci_low, ci_high, n_images, n_pairs),
+``trends.csv`` (with two or more scales: the paired change of MS-SSIM across guidance),
 ``diversity.png``/``.pdf``, ``provenance.json`` and ``run.json``; generated images are kept as
 resumable generation runs under ``OUT/images/g<scale>/``.
 """
@@ -18,8 +19,9 @@ import pandas as pd
 from mame_eval.errors import InputError
 from mame_eval.images import list_images, load_rgb
 from mame_eval.journeys.record import RunRecord
-from mame_eval.metrics.diversity import PROTOCOLS, diversity
+from mame_eval.metrics.diversity import PROTOCOLS, diversity, ms_ssim_trend
 from mame_eval.provenance import describe_input
+from mame_eval.stats.trend import TREND_COLUMNS
 
 __all__ = ["DEFAULT_PROMPT", "DIVERSITY_COLUMNS", "diversity_run", "parse_guidance"]
 
@@ -53,7 +55,7 @@ def diversity_run(out: Path, *, model: str | None = None, images: Path | None = 
                   prompt: str | None = None, guidance: list[float] | None = None, n: int = 20,
                   steps: int = 24, protocol: str = "all-pairs", seed: int = 0,
                   negative_prompt: str = "", batch_size: int = 4, device: str | None = None,
-                  pipe=None,
+                  pipe=None, max_pairs: int | None = None, n_boot: int = 2000,
                   progress: Callable[[int, int], None] | None = None) -> RunRecord:
     """Diversity of a model per guidance scale, or of a folder of images.
 
@@ -61,6 +63,12 @@ def diversity_run(out: Path, *, model: str | None = None, images: Path | None = 
     independent 2-image calls (``paper``: 2n images, seeds paired), generated into
     ``out/images/g<scale>/`` (resumable), then the MS-SSIM statistics of
     :func:`mame_eval.metrics.diversity.diversity`. With ``images``: one row, empty guidance.
+    ``max_pairs``: measure a seeded uniform random subset of at most this many pairs per
+    scale (``all-pairs``; the CI still resamples images).
+
+    Every scale starts image i from seed ``seed + i``, so the scales are paired: with two or
+    more scales the change of mean MS-SSIM from the first to the last scale and its slope get
+    a paired bootstrap CI over the seeds (``trends.csv``, the figure, the summary).
 
     Returns:
         the written :class:`RunRecord`; ``record.table`` is ``diversity.csv``.
@@ -73,6 +81,9 @@ def diversity_run(out: Path, *, model: str | None = None, images: Path | None = 
         raise InputError(f"--n {n}: all-pairs needs at least 2 images")
     if n < 1:
         raise InputError(f"--n {n}: expected at least 1")
+    if max_pairs is not None and (protocol != "all-pairs" or max_pairs < 1):
+        raise InputError(f"--max-pairs {max_pairs}: expected a whole number ≥ 1, with the "
+                         "all-pairs protocol")
     record = RunRecord(kind="diversity", out=Path(out), device=str(device or "auto"))
     rows, results = [], []
     if images is not None:
@@ -80,7 +91,7 @@ def diversity_run(out: Path, *, model: str | None = None, images: Path | None = 
         pictures = [load_rgb(f) for f in files]
         if protocol == "paper" and len(pictures) % 2:
             pictures = pictures[:-1]
-        res = _measure(pictures, protocol, seed, record)
+        res = _measure(pictures, protocol, seed, record, max_pairs, n_boot)
         rows.append({"guidance": None, **res.row()})
         results.append(res)
         record.inputs["images"] = describe_input(images, files)
@@ -99,7 +110,7 @@ def diversity_run(out: Path, *, model: str | None = None, images: Path | None = 
                            guidance_scale=scale, steps=steps, seed=seed,
                            negative_prompt=negative_prompt, batch_size=batch_size, pipe=pipe)
             pictures = [load_rgb(f) for f in run.files]
-            res = _measure(pictures, protocol, seed, record)
+            res = _measure(pictures, protocol, seed, record, max_pairs, n_boot)
             rows.append({"guidance": scale, **res.row()})
             results.append(res)
             if progress:
@@ -110,24 +121,34 @@ def diversity_run(out: Path, *, model: str | None = None, images: Path | None = 
         title = f"{record.inputs['model']}: {prompt}"
     # guidance is NaN (an empty CSV cell), not None, for a folder of images
     table = pd.DataFrame(rows, columns=DIVERSITY_COLUMNS).astype({"guidance": float})
+    trend = None
+    if images is None and len(results) > 1:
+        trend = ms_ssim_trend(list(scales), [[r] for r in results], n_boot=n_boot, seed=seed)
     record.notes.sort()
     record.settings = {"protocol": protocol, "n": n, "steps": steps, "seed": seed,
-                       "guidance": guidance, "ms_ssim": results[0].provenance()}
+                       "guidance": guidance, "max_pairs": max_pairs, "n_boot": n_boot,
+                       "ms_ssim": results[0].provenance()}
     record.tables["diversity"] = table
-    record.figures["diversity"] = diversity_figure(table, title)
+    if trend is not None:
+        record.tables["trends"] = pd.DataFrame([trend.row()], columns=TREND_COLUMNS)
+    record.figures["diversity"] = diversity_figure(table, title, trend=trend)
     record.summary = {"ms_ssim": [
         {"guidance": None if np.isnan(r["guidance"]) else r["guidance"], "mean": r["mean"],
          "ci": [r["ci_low"], r["ci_high"]], "n_images": int(r["n_images"]),
          "n_pairs": int(r["n_pairs"])} for r in table.to_dict("records")]}
+    if trend is not None:
+        record.summary["ms_ssim_trend"] = trend.row()
     return record.write()
 
 
-def _measure(pictures, protocol: str, seed: int, record: RunRecord):
+def _measure(pictures, protocol: str, seed: int, record: RunRecord,
+             max_pairs: int | None = None, n_boot: int = 2000):
     """:func:`diversity` with its warnings collected as the record's notes (each once, not per
     scale; the small-image fallback is also in the result's settings)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        res = diversity(pictures, protocol=protocol, seed=seed)
+        res = diversity(pictures, protocol=protocol, seed=seed, max_pairs=max_pairs,
+                        n_boot=n_boot)
     for w in caught:
         record.note(str(w.message))
     return res

@@ -14,11 +14,20 @@ resumable run (``OUT/images/g<scale>/p<k>/``) and measured:
 * **prompt fidelity** — requested vs measured attributes (:mod:`mame_eval.metrics.fidelity`):
   area by the breast
   mask of ``prepare``, view/density/vendor by a MammoNet's heads; attributes a vendor was never
-  trained with are reported apart as concept extrapolation.
+  trained with are reported apart as concept extrapolation;
+* **memorisation** (optional, ``[memorization]``) — the copy rate of each scale's images
+  against the model's training set with its exact CI (:mod:`mame_eval.journeys.memorization`:
+  the reference — training index and calibrated threshold — is built once);
+* **trends across guidance** — every scale starts image i from seed S+i, so the scales are
+  paired by seed: the change of MS-SSIM, mean adherence and copy rate from the first to the
+  last scale, and their slopes, get a paired bootstrap CI over the seeds
+  (:mod:`mame_eval.stats.trend`; ``trends.csv``, the figure's title, the summary). FID has no
+  trend interval yet: resampling images with replacement inflates FID (duplicates), so its
+  paired bootstrap would not be valid; a subsampling interval is the FID module's to give.
 
 Outputs: ``sweep.csv`` (one row per scale), ``diversity.csv``, ``fidelity.csv``,
-``records.csv`` (one row per image), ``tradeoff.png``/``.pdf``, ``provenance.json`` and
-``run.json``. A rerun
+``records.csv`` (one row per image), ``trends.csv``, ``tradeoff.png``/``.pdf``,
+``provenance.json`` and ``run.json``. A rerun
 generates only missing images and recomputes the tables.
 """
 
@@ -38,6 +47,7 @@ from mame_eval.journeys.record import RunRecord
 from mame_eval.metrics.diversity import PROTOCOLS, DiversityResult, diversity, mean_over_sets
 from mame_eval.prompts import parse
 from mame_eval.provenance import describe_input
+from mame_eval.stats.trend import TREND_COLUMNS
 
 #: What the paper's fusion model was taught (DESIGN §1): area only on Hologic images, density
 #: only on Siemens, view on both. The default reference for concept extrapolation.
@@ -70,6 +80,35 @@ class FidelitySettings(BaseModel):
         "attribute) pairs it saw. Default: the paper's fusion pairing.")
 
 
+class MemorizationSettings(BaseModel):
+    """``[memorization]``: the copy rate of each scale's images against the model's training
+    set (``mame-eval memorization``'s audit; images must be prepared at the generated size)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    train: Path = Field(description="Folder of the model's training images.")
+    holdout: Path | None = Field(None, description="Real images the model never saw: the "
+                                 "null that calibrates the threshold (default: leave-one-out "
+                                 "of the training images).")
+    features: str = Field("mammonet", description="Candidate feature space, as for FID.")
+    inception_weights: Path | None = None
+    alpha: float = Field(0.01, gt=0, lt=1, description="False-flag rate of the threshold.")
+    max_null: int = Field(1000, ge=1)
+    k: int = Field(5, ge=1)
+    max_shift: int = Field(4, ge=0)
+    mirror: bool = True
+    compare_size: int = Field(256, ge=16)
+    thumbnail: int = Field(32, ge=4)
+    batch_size: int = Field(8, ge=1)
+
+    def match(self):
+        from mame_eval.metrics.memorization import MatchSettings
+
+        return MatchSettings(k=self.k, max_shift=self.max_shift, mirror=self.mirror,
+                             compare_size=self.compare_size, thumbnail=self.thumbnail,
+                             batch_size=self.batch_size)
+
+
 class SweepConfig(BaseModel):
     """A sweep definition (``generation/NAME.toml``); unknown keys are errors."""
 
@@ -99,6 +138,11 @@ class SweepConfig(BaseModel):
         "with each prompt's attributes.")
     fid: FidSettings | None = None
     fidelity: FidelitySettings | None = Field(default_factory=FidelitySettings)
+    memorization: MemorizationSettings | None = None
+    max_pairs: int | None = Field(None, ge=1, description="all-pairs: at most this many "
+                                  "random pairs per prompt and scale (seeded).")
+    n_boot: int = Field(2000, ge=10, description="Bootstrap replicates of the MS-SSIM CIs and "
+                        "the trends.")
 
     @field_validator("prompts")
     @classmethod
@@ -226,6 +270,9 @@ def run_sweep(config: SweepConfig, progress: Callable[[int, int], None] | None =
         training = _training_pairs(config.fidelity, config.prompts)
     if config.real_baseline is not None and not Path(config.real_baseline).is_dir():
         raise InputError(f"real_baseline {config.real_baseline}: not a folder")
+    if config.max_pairs is not None and config.protocol != "all-pairs":
+        raise InputError("max_pairs applies to the all-pairs protocol only")
+    reference = _memorization_reference(config, out, device)
 
     expected = _expected_fields(config, pipe)
     units = len(scales) * len(config.prompts)
@@ -258,6 +305,8 @@ def run_sweep(config: SweepConfig, progress: Callable[[int, int], None] | None =
 
     notes: list[str] = []
     div_rows, fid_rows, sweep_rows, records = [], [], [], []
+    div_sets: list[list[DiversityResult]] = []
+    flags: list[np.ndarray] = []
     f_real = None
     for scale in scales:
         row: dict = {"guidance": scale}
@@ -268,13 +317,15 @@ def run_sweep(config: SweepConfig, progress: Callable[[int, int], None] | None =
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", UserWarning)
                 for k, prompt in enumerate(config.prompts):
-                    res = diversity(pictures[k], protocol=config.protocol, seed=config.seed)
+                    res = diversity(pictures[k], protocol=config.protocol, seed=config.seed,
+                                    max_pairs=config.max_pairs, n_boot=config.n_boot)
                     results.append(res)
                     div_rows.append({"guidance": scale, "prompt": prompt, "source": "synthetic",
                                      **res.row()})
             notes += [str(w.message) for w in caught]
-            mean, lo, hi = mean_over_sets(results, seed=config.seed)
+            mean, lo, hi = mean_over_sets(results, seed=config.seed, n_boot=config.n_boot)
             row.update(ms_ssim=mean, ms_ssim_ci_low=lo, ms_ssim_ci_high=hi)
+            div_sets.append(results)
         if config.fid is not None:
             from mame_eval.metrics.distribution import fid, fid_bootstrap_ci, kid
 
@@ -298,6 +349,9 @@ def run_sweep(config: SweepConfig, progress: Callable[[int, int], None] | None =
                      for f in runs[(scale, k)]]
             rec = fidelity_records(images, prompts, model=classifier, files=files)
             rec.insert(0, "guidance", scale)
+            # image i of every prompt and scale starts from seed S+i: the pairing of trends
+            rec.insert(1, "seed_index", [i for k in range(len(config.prompts))
+                                         for i in range(len(pictures[k]))])
             records.append(rec)
             table = adherence_table(rec, training)
             for item in table.to_dict("records"):
@@ -308,6 +362,11 @@ def run_sweep(config: SweepConfig, progress: Callable[[int, int], None] | None =
             plain = table[~table["attribute"].str.contains("|", regex=False)]
             if not plain.empty:
                 row["mean_adherence"] = float(plain["accuracy"].mean())
+        if reference is not None:
+            scale_files = [f for k in range(len(config.prompts)) for f in runs[(scale, k)]]
+            rate, flagged = _copy_rate(reference, scale_files)
+            row.update(rate.row())
+            flags.append(flagged.reshape(len(config.prompts), count))
         sweep_rows.append(row)
         done += 1
         if progress:
@@ -337,8 +396,12 @@ def run_sweep(config: SweepConfig, progress: Callable[[int, int], None] | None =
     if config.fidelity is not None:
         record.tables["fidelity"] = fid_table
         record.tables["records"] = pd.concat(records, ignore_index=True)
+    trends = _trends(config, scales, div_sets, records, training, flags)
+    if trends:
+        record.tables["trends"] = pd.DataFrame([t.row() for t in trends],
+                                               columns=TREND_COLUMNS)
     record.figures["tradeoff"] = tradeoff_figure(
-        table, f"{config.name}: {config.model or 'embedded MAM-E-tiny'}")
+        table, f"{config.name}: {config.model or 'embedded MAM-E-tiny'}", trends=trends)
     for note in sorted(set(notes)):
         record.note(note)
     record.device = str(pipe.device) if pipe is not None else str(device)
@@ -349,10 +412,116 @@ def run_sweep(config: SweepConfig, progress: Callable[[int, int], None] | None =
         "fid_features": extractor.identity if extractor else None,
         "fidelity_classifier": (config.fidelity.classifier if config.fidelity else None),
         "extrapolation_reference": (sorted(map(list, training)) if training else None)}
+    if reference is not None:
+        record.inputs["memorization_train"] = reference.train.describe()
+        record.inputs["memorization_null"] = reference.null_source
+        record.inputs["memorization_features"] = reference.extractor.identity
+        record.settings["memorization_threshold"] = reference.threshold
     record.extra_files.append(out / "images")
     record.summary = {"name": config.name, "guidance": [float(g) for g in scales],
                       "n_images_per_scale": int(count * len(config.prompts))}
+    for trend in trends:
+        record.summary[f"{trend.metric}_trend"] = trend.row()
     return record.write()
+
+
+# --------------------------------------------------------------------------- memorisation
+
+
+def _memorization_reference(config: SweepConfig, out: Path, device: str):
+    """The training reference of ``[memorization]`` (index + calibrated threshold), built
+    once for every scale; ``None`` without the table."""
+    settings = config.memorization
+    if settings is None:
+        return None
+    from mame_eval.journeys.memorization import build_reference
+
+    try:
+        return build_reference(settings.train, holdout=settings.holdout,
+                               features=settings.features,
+                               inception_weights=settings.inception_weights,
+                               settings=settings.match(), alpha=settings.alpha,
+                               max_null=settings.max_null, seed=config.seed,
+                               cache_dir=out / "cache", device=device)
+    except InputError as exc:
+        raise InputError(f"memorization: {exc}") from None
+
+
+def _copy_rate(reference, files: list[Path]):
+    """(copy rate with its exact CI, per-image flags) of one scale's images."""
+    from mame_eval.journeys.memorization import _filled
+    from mame_eval.metrics.memorization import copy_rate
+
+    try:
+        scored = reference.score(files)
+    except InputError as exc:
+        raise InputError(f"memorization: {exc}") from None
+    similarity = _filled(scored.scores.similarity)
+    rate = copy_rate(similarity, reference.threshold, reference.alpha)
+    return rate, reference.flags(similarity)
+
+
+# --------------------------------------------------------------------------- trends
+
+
+def _trends(config: SweepConfig, scales: list[float], div_sets, records, training,
+            flags) -> list:
+    """Paired trends across guidance (MS-SSIM, mean adherence, copy rate): one bootstrap
+    draw of the seeds resamples every scale at once."""
+    from mame_eval.metrics.diversity import ms_ssim_trend
+    from mame_eval.stats.trend import paired_trend
+
+    if len(scales) < 2:
+        return []
+    count = config.n if config.protocol == "all-pairs" else 2 * config.n
+    rng = np.random.default_rng([config.seed, 13])
+    seeds = rng.multinomial(count, np.full(count, 1.0 / count), size=config.n_boot)
+    trends = []
+    if div_sets:
+        trends.append(ms_ssim_trend(scales, div_sets, n_boot=config.n_boot, seed=config.seed))
+    if records:
+        estimate, replicates = [], []
+        for rec in records:
+            est, reps = _adherence_replicates(rec, training, seeds)
+            estimate.append(est)
+            replicates.append(reps)
+        trends.append(paired_trend("mean_adherence", scales, estimate,
+                                   np.stack(replicates, 1), "seeds", count,
+                                   label="mean prompt adherence"))
+    if flags:
+        estimate = [float(f.mean()) for f in flags]
+        per_seed = np.stack([f.sum(0) for f in flags], 1)  # (seeds, scales) flagged counts
+        replicates = seeds @ per_seed / (seeds.sum(1, keepdims=True) * flags[0].shape[0])
+        trends.append(paired_trend("copy_rate", scales, estimate, replicates, "seeds", count,
+                                   label="copy rate"))
+    return [t for t in trends if t is not None]
+
+
+def _adherence_replicates(records: pd.DataFrame, training, seeds: np.ndarray):
+    """Mean adherence over the attributes asked (not extrapolated) of one scale, as measured
+    and for each row of seed multiplicities ``seeds`` (n_boot, count): per attribute the share
+    of correct images among the resampled seeds' images, then the mean over attributes."""
+    from mame_eval.metrics.fidelity import ATTRIBUTES, novel_combination
+
+    novel = novel_combination(records, training).to_numpy()
+    index = records["seed_index"].to_numpy()
+    estimate, reps = [], []
+    for name in ATTRIBUTES:
+        req, meas = f"requested_{name}", f"measured_{name}"
+        if req not in records or meas not in records:
+            continue
+        asked = (records[req].notna() & records[meas].notna()).to_numpy() & ~novel
+        if not asked.any():
+            continue
+        correct = asked & (records[req] == records[meas]).to_numpy()
+        n_asked = np.bincount(index[asked], minlength=seeds.shape[1])
+        n_correct = np.bincount(index[correct], minlength=seeds.shape[1])
+        estimate.append(n_correct.sum() / n_asked.sum())
+        with np.errstate(invalid="ignore", divide="ignore"):
+            reps.append((seeds @ n_correct) / (seeds @ n_asked))
+    if not estimate:
+        return np.nan, np.full(len(seeds), np.nan)
+    return float(np.mean(estimate)), np.mean(reps, axis=0)
 
 
 def _expected_fields(config: SweepConfig, pipe=None) -> dict:

@@ -3,6 +3,8 @@ fidelity–diversity trade-off."""
 
 from __future__ import annotations
 
+import textwrap
+
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -11,13 +13,20 @@ from mame_eval.reports.style import PALETTE, new_figure
 __all__ = ["diversity_figure", "tradeoff_figure"]
 
 
-def diversity_figure(table: pd.DataFrame, title: str) -> Figure:
+def _trend_lines(trends) -> str:
+    """The trends' sentences, one per line (``Trend`` objects or ``trends.csv`` rows)."""
+    return "\n".join(t["text"] if isinstance(t, dict) else t.text for t in trends if t)
+
+
+def diversity_figure(table: pd.DataFrame, title: str, trend=None) -> Figure:
     """Mean MS-SSIM per guidance scale with its bootstrap CI band; a folder of images (empty
     guidance) is one point with its CI.
 
     Args:
         table: ``diversity.csv`` rows (guidance, mean, ci_low, ci_high, n_images, …).
         title: the model and prompt, or the folder.
+        trend: the paired trend across guidance (:class:`mame_eval.stats.trend.Trend`),
+            written in the axes ("MS-SSIM rises with guidance: +0.13 [0.08, 0.17] …").
     """
     fig, ax = new_figure("column", height=2.6)
     rows = table.dropna(subset=["guidance"]).sort_values("guidance")
@@ -38,15 +47,19 @@ def diversity_figure(table: pd.DataFrame, title: str) -> Figure:
         ax.set_xticks([0], [f"{int(row['n_images'])} images"])
         ax.set_xlim(-1, 1)
     ax.set_ylabel("MS-SSIM (lower = more diverse)")
-    ax.set_title(title, fontsize=7)
+    if trend is not None and len(rows):  # under the title, never over the curve
+        title += "\n" + textwrap.fill(_trend_lines([trend]), 75)
+    ax.set_title(title, fontsize=7 if trend is None else 6)
     # below the axes: a legend never covers the curve
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     return fig
 
 
-def tradeoff_figure(table: pd.DataFrame, title: str) -> Figure:
-    """Per guidance scale: diversity (MS-SSIM), mean prompt adherence and FID where measured
-    (left); adherence against MS-SSIM with each point labelled by its scale (right)."""
+def tradeoff_figure(table: pd.DataFrame, title: str, trends=()) -> Figure:
+    """Per guidance scale: diversity (MS-SSIM), mean prompt adherence, the copy rate and FID
+    where measured (left); adherence against MS-SSIM with each point labelled by its scale
+    (right); the paired trends across guidance (``trends``: :class:`Trend` objects) under the
+    title."""
     fig, (left, right) = new_figure("page", height=3.0, ncols=2)
     rows = table.sort_values("guidance")
     g = rows["guidance"]
@@ -59,6 +72,11 @@ def tradeoff_figure(table: pd.DataFrame, title: str) -> Figure:
     if "mean_adherence" in rows:
         handles += left.plot(g, rows["mean_adherence"], "s-", color=PALETTE[2],
                              label="mean prompt adherence")
+    if "copy_rate" in rows:
+        handles += left.plot(g, rows["copy_rate"], "D:", color=PALETTE[5],
+                             label="copy rate (memorisation)")
+        left.fill_between(g, rows["copy_rate_ci_low"], rows["copy_rate_ci_high"],
+                          color=PALETTE[5], alpha=0.15, linewidth=0)
     left.set_xlabel("guidance scale")
     left.set_ylim(0, 1.02)
     if "fid" in rows:
@@ -81,5 +99,6 @@ def tradeoff_figure(table: pd.DataFrame, title: str) -> Figure:
         right.axis("off")
         right.text(0.5, 0.5, "trade-off needs diversity and fidelity", ha="center",
                    va="center", fontsize=7)
-    fig.suptitle(title, fontsize=8)
+    lines = _trend_lines(trends)
+    fig.suptitle(title + ("\n" + lines if lines else ""), fontsize=8 if not lines else 6.5)
     return fig

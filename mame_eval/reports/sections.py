@@ -189,6 +189,9 @@ def sweep_section(section: Section, runs: list[dict]) -> None:
             header += ["FID [CI]"] + (["FID∞"] if "fid_inf" in table else []) + ["KID ± sd"]
         if "mean_adherence" in table:
             header.append("mean adherence")
+        has_copy = _has(table, "copy_rate", "copy_rate_ci_low", "copy_rate_ci_high")
+        if has_copy:
+            header.append("copy rate [exact CI]")
         for r in table.to_dict("records"):
             row = [f"{r['guidance']:g}", fmt(r.get("n_images"), 0)]
             if has_div:
@@ -197,6 +200,8 @@ def sweep_section(section: Section, runs: list[dict]) -> None:
                 row += _fid_cells(r)
             if "mean_adherence" in table:
                 row.append(fmt(r.get("mean_adherence")))
+            if has_copy:
+                row.append(fmt_ci(r["copy_rate"], r["copy_rate_ci_low"], r["copy_rate_ci_high"]))
             rows.append(row)
         features = (run.get("inputs") or {}).get("fid_features")
         note = "95 % CIs; " + (f"FID/KID on {features} features; " if has_fid else "") + \
@@ -212,6 +217,17 @@ def sweep_section(section: Section, runs: list[dict]) -> None:
                                                              "adherence [exact CI]"], rows,
                 "'|extrapolated': vendor + attribute combinations never seen in training "
                 "(concept extrapolation)"))
+        trends = _table(run, "trends")
+        if trends is not None and not trends.empty and _has(trends, "metric", "change"):
+            rows = [[str(r["metric"]), f"{r['from_guidance']:g} → {r['to_guidance']:g}",
+                     fmt_ci(r["change"], r["change_ci_low"], r["change_ci_high"]),
+                     fmt_ci(r["slope"], r["slope_ci_low"], r["slope_ci_high"])]
+                    for r in trends.to_dict("records")]
+            section.blocks.append(Table(
+                f"{label}: trends across guidance", ["metric", "scales", "change [CI]",
+                                                     "slope per unit guidance [CI]"], rows,
+                "paired percentile bootstrap over the seeds that every scale shares; FID has "
+                "no trend interval (resampling with replacement inflates it)"))
         section.blocks += _trend_text(run)
         image = _figure(run, "tradeoff", f"{label}: the fidelity–diversity trade-off",
                         wide=True)
