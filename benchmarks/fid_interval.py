@@ -26,7 +26,7 @@ from mame_eval.metrics.distribution import (
 
 #: (d, n_real, n_synthetic, mean shift, covariance scale)
 SCENARIOS = [(8, 200, 200, 1.0, 1.0), (16, 500, 500, 1.0, 1.0), (16, 300, 500, 2.0, 1.5),
-             (8, 200, 200, 0.3, 1.0), (64, 200, 200, 2.0, 1.0)]
+             (8, 200, 200, 0.3, 1.0), (64, 100, 100, 2.0, 1.0)]
 
 
 def gaussians(d: int, shift: float, scale: float, seed: int):
