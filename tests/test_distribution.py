@@ -209,6 +209,15 @@ def test_fid_interval_covers_the_true_fid_in_simulation():
     assert abs(np.mean(fid_inf) - truth) < 0.25 * (np.mean(plug_in) - truth)
 
 
+def test_fid_interval_is_flagged_when_subsets_have_fewer_images_than_dimensions():
+    rng = np.random.default_rng(12)
+    # same distribution (true FID 0), 60 images in 64 dimensions: FID∞ keeps most of the bias
+    res = fid_interval(rng.normal(size=(60, 64)), rng.normal(size=(60, 64)), n_boot=10)
+    assert not res.valid and res.fid_inf > 5 * res.se
+    ok = fid_interval(rng.normal(size=(60, 8)), rng.normal(size=(60, 8)), n_boot=10)
+    assert ok.valid
+
+
 def test_fid_interval_bad_inputs():
     rng = np.random.default_rng(9)
     x = rng.normal(size=(20, 3))

@@ -28,8 +28,9 @@ def distribution_row(f_real, f_syn, kid_subset_size: int | None = None, n_boot: 
     """FID, FID∞ with its interval, KID and PRDC with intervals of two feature matrices.
 
     Returns ``(row, notes)``: ``row`` holds ``fid, fid_inf, fid_bias, fid_ci_low,
-    fid_ci_high, fid_se, kid, kid_std, kid_subset_size, precision[_ci_low/_ci_high], recall…,
-    density…, coverage…``; ``notes`` the warnings met (e.g. fewer images than dimensions).
+    fid_ci_high, fid_se, fid_interval_valid, kid, kid_std, kid_subset_size,
+    precision[_ci_low/_ci_high], recall…, density…, coverage…``; ``notes`` the warnings met
+    (e.g. fewer images than dimensions, where FID∞ and its interval are flagged unreliable).
     The FID interval is for the true FID, around FID∞ (see
     :func:`mame_eval.metrics.distribution.fid_interval`); PRDC intervals are for the
     metrics at this N (see :func:`mame_eval.metrics.prdc.prdc_interval`).
@@ -47,7 +48,15 @@ def distribution_row(f_real, f_syn, kid_subset_size: int | None = None, n_boot: 
     row = {"fid": value, "fid_inf": interval.fid_inf, "fid_bias": interval.bias,
            "fid_ci_low": interval.ci_low, "fid_ci_high": interval.ci_high,
            "fid_se": interval.se, "kid": kid_mean, "kid_std": kid_std,
-           "kid_subset_size": subset}
+           "kid_subset_size": subset, "fid_interval_valid": interval.valid}
+    if not interval.valid:
+        d, smallest = f_real.shape[1], int(interval.fractions[0] * min(len(f_real), len(f_syn)))
+        notes.append(
+            f"FID∞ and its interval are not reliable here: subsets of {smallest} images have "
+            f"fewer images than the {d} feature dimensions, where FID's bias is not linear in "
+            "1/N and FID∞ keeps most of it (Chong & Forsyth fit N ≥ 5000 for 2048-d "
+            "Inception). Use more images than dimensions — e.g. MammoNet features — for an "
+            "interval for the true FID; compare plug-in FIDs only at equal N.")
     try:
         row.update(prdc_interval(f_real, f_syn, n_boot=max(n_boot, 20), seed=seed).row())
     except Exception as exc:  # too few images for k-NN balls: FID/KID still stand
@@ -90,8 +99,8 @@ def fid_run(real: Path, synthetic: Path, features: str = "mammonet",
     record.note("FID interval: for the true FID, around FID∞ (Chong & Forsyth 2020), from "
                 "subsets without replacement; fid_bias = FID − FID∞ is the plug-in's "
                 "finite-N bias. PRDC intervals: subsampling, for the metrics at this N.")
-    summary = {key: row[key] for key in ("fid", "fid_inf", "fid_bias", "kid", "kid_std",
-                                         "kid_subset_size")}
+    summary = {key: row[key] for key in ("fid", "fid_inf", "fid_bias", "fid_interval_valid",
+                                         "kid", "kid_std", "kid_subset_size")}
     summary["fid_ci"] = [row["fid_ci_low"], row["fid_ci_high"]]
     for name in ("precision", "recall", "density", "coverage"):
         if name in row:

@@ -195,6 +195,10 @@ class FidInterval:
     ``ci_high``: the ``level`` interval fid_inf ± z·se, clipped at 0; ``se``: its standard
     error (subsampling variance + Monte-Carlo error of the fit); ``fractions`` and
     ``fid_at``: the mean subset FID at each fraction (1.0 = all images) the line was fitted to.
+    ``valid``: whether the smallest subset has more images than feature dimensions. Below that
+    the covariances are rank-deficient, FID's bias is far from linear in 1/N and FID∞ keeps
+    most of it: the interval is then *not* an interval for the true FID (measured in
+    ``benchmarks/fid_interval.py``).
     """
 
     fid: float
@@ -207,6 +211,7 @@ class FidInterval:
     n_boot: int
     fractions: tuple[float, ...]
     fid_at: tuple[float, ...]
+    valid: bool = True
     method: str = ("FID∞ (Chong & Forsyth 2020: linear fit in 1/N over subsets without "
                    "replacement) ± z·SE (delete-d jackknife / subsampling variance)")
 
@@ -227,9 +232,12 @@ def fid_interval(real_features, synthetic_features, n_boot: int = 50, level: flo
     the 1/N bias without changing the first-order variance (the subset averages share the
     full set's linear term), so the same SE applies to it.
 
-    Valid when FID is clearly above its noise; at true FID ≈ 0 FID∞ may be slightly negative
-    and the interval (clipped at 0) is conservative. Measured coverage of the true FID on
-    Gaussians: ``benchmarks/fid_interval.py``.
+    Valid when the smallest subset holds more images than feature dimensions (Chong & Forsyth
+    fit N ≥ 5000 for 2048-d Inception features): with fewer, FID's bias is not linear in 1/N,
+    FID∞ keeps most of it and ``valid`` is False — use low-dimensional features (MammoNet) or
+    more images. At true FID ≈ 0 FID∞ may be slightly negative and the interval (clipped at
+    0) is conservative. Measured coverage of the true FID on Gaussians:
+    ``benchmarks/fid_interval.py``.
 
     Raises:
         InputError: bad features, ``level`` not in (0, 1), fractions not in (0, 1), n_boot < 2,
@@ -273,7 +281,8 @@ def fid_interval(real_features, synthetic_features, n_boot: int = 50, level: flo
         fid=full, fid_inf=fid_inf, bias=full - fid_inf,
         ci_low=max(fid_inf - z * se, 0.0), ci_high=max(fid_inf + z * se, 0.0), se=se,
         level=level, n_boot=n_boot, fractions=(*map(float, fracs), 1.0),
-        fid_at=(*map(float, table.mean(axis=0)), full))
+        fid_at=(*map(float, table.mean(axis=0)), full),
+        valid=min(sizes[0]) > real.shape[1])
 
 
 def fid_bootstrap_ci(real_features, synthetic_features, n_boot: int = 50, level: float = 0.95,
