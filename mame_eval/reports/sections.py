@@ -178,8 +178,10 @@ def _fid_cells(row, has_inf: bool | None = None) -> list[str]:
     if pd.isna(row.get("fid_inf", np.nan)):  # an older run beside newer ones
         return [fmt_ci(row.get("fid"), row.get("fid_ci_low"), row.get("fid_ci_high"), 2), "–",
                 kid]
-    return [fmt(row.get("fid"), 2),
-            fmt_ci(row.get("fid_inf"), row.get("fid_ci_low"), row.get("fid_ci_high"), 2), kid]
+    inf = fmt_ci(row.get("fid_inf"), row.get("fid_ci_low"), row.get("fid_ci_high"), 2)
+    if row.get("fid_interval_valid") is False or row.get("fid_interval_valid") == 0:
+        inf += " (unreliable: fewer images than feature dimensions)"
+    return [fmt(row.get("fid"), 2), inf, kid]
 
 
 PRDC_COLUMNS = ("precision", "recall", "density", "coverage")
