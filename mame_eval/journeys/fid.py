@@ -52,9 +52,9 @@ def distribution_row(f_real, f_syn, kid_subset_size: int | None = None, n_boot: 
     if not interval.valid:
         d, smallest = f_real.shape[1], int(interval.fractions[0] * min(len(f_real), len(f_syn)))
         notes.append(
-            f"FID∞ and its interval are not reliable here: subsets of {smallest} images have "
-            f"fewer images than the {d} feature dimensions, where FID's bias is not linear in "
-            "1/N and FID∞ keeps most of it (Chong & Forsyth fit N ≥ 5000 for 2048-d "
+            f"FID∞ and its interval may be far off: subsets of {smallest} images have fewer "
+            f"images than the {d} feature dimensions, where FID's bias is not linear in 1/N "
+            "and FID∞ can keep most of it (Chong & Forsyth fit N ≥ 5000 for 2048-d "
             "Inception). Use more images than dimensions — e.g. MammoNet features — for an "
             "interval for the true FID; compare plug-in FIDs only at equal N.")
     try:
