@@ -19,11 +19,11 @@ def reference(real, fake, k_pr=3, k_dc=5):
 
     r_real, r_fake = radii(real, k_pr), radii(fake, k_pr)
     r_real_dc = radii(real, k_dc)
-    precision = np.mean([any(np.linalg.norm(y - x) <= r for x, r in zip(real, r_real))
+    precision = np.mean([any(np.linalg.norm(y - x) <= r for x, r in zip(real, r_real, strict=True))
                          for y in fake])
-    recall = np.mean([any(np.linalg.norm(x - y) <= r for y, r in zip(fake, r_fake))
+    recall = np.mean([any(np.linalg.norm(x - y) <= r for y, r in zip(fake, r_fake, strict=True))
                       for x in real])
-    density = np.mean([sum(np.linalg.norm(y - x) < r for x, r in zip(real, r_real_dc))
+    density = np.mean([sum(np.linalg.norm(y - x) < r for x, r in zip(real, r_real_dc, strict=True))
                        for y in fake]) / k_dc
     nearest_fake, _ = NearestNeighbors(n_neighbors=1).fit(fake).kneighbors(real)
     coverage = np.mean(nearest_fake[:, 0] < r_real_dc)
@@ -72,7 +72,7 @@ def test_intervals_contain_the_estimate_and_shrink_with_n():
         assert width_large < width_small, name
     row = small.row()
     assert set(row) == {f"{n}{s}" for n in PRDC_NAMES for s in ("", "_ci_low", "_ci_high")}
-    assert all(0 <= small.ci[n][0] and small.ci[n][1] <= 1 for n in PRDC_NAMES
+    assert all(small.ci[n][0] >= 0 and small.ci[n][1] <= 1 for n in PRDC_NAMES
                if n != "density")
 
 

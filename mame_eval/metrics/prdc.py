@@ -160,7 +160,7 @@ def prdc_interval(real_features, synthetic_features, k_pr: int = 3, k_dc: int = 
     se = np.sqrt(fraction / (1 - fraction) * reps.var(axis=0, ddof=1))
     z = float(norm.ppf(0.5 + level / 2))
     ci = {}
-    for name, s in zip(PRDC_NAMES, se):
+    for name, s in zip(PRDC_NAMES, se, strict=True):
         upper = np.inf if name == "density" else 1.0
         ci[name] = (float(np.clip(values[name] - z * s, 0.0, upper)),
                     float(np.clip(values[name] + z * s, 0.0, upper)))
