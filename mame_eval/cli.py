@@ -507,33 +507,55 @@ def diversity(
 def fid(
     real: Path = typer.Option(..., help="Folder of real images."),
     synthetic: Path = typer.Option(..., help="Folder of synthetic images."),
-    features: str = typer.Option("mammonet", help="inception, mammonet, a MammoNet folder or a "
-                                 "TorchScript file (.pt: float32 N×3×H×W in [0,1] → N×d)."),
+    features: str = typer.Option("mammonet", help="inception (torch-fidelity's InceptionV3 "
+                                 "and its TF1-compatible 299×299 resize: torch-fidelity's FID "
+                                 "protocol, not pytorch-fid's or clean-fid's resize), "
+                                 "mammonet, a MammoNet folder, or a TorchScript (.pt) or "
+                                 "torch.export (.pt2) file: float32 N×3×H×W in [0,1] → N×d."),
     inception_weights: Path | None = typer.Option(None, help="Local InceptionV3 FID weights "
                                                   "(nothing is downloaded)."),
     cache_dir: Path | None = typer.Option(None, help="Feature cache folder (default: none)."),
+    n_boot: int = typer.Option(50, min=2, help="Subsampling replicates for the FID interval "
+                               "(each evaluates FID at 4 subset sizes) and the PRDC "
+                               "intervals."),
+    seed: int = typer.Option(0, help="Seed of the subsets (FID, KID, PRDC)."),
+    kid_subset_size: int | None = typer.Option(None, help="Images per KID subset, smaller "
+                                               "than both sets (default min(1000, N/2))."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     out: Path | None = typer.Option(None, help="Also write fid.csv, provenance.json and "
                                     "run.json into this folder (for `mame-eval report`)."),
 ) -> None:
-    """FID and KID (with a bootstrap CI of FID) between two folders of images."""
+    """FID with FID∞ and a 95 % interval for the true FID, KID, and precision / recall /
+    density / coverage (k = 3 / 5) with intervals, between two folders of images.
+
+    The plug-in FID is biased upwards at finite N; FID∞ (Chong & Forsyth 2020) extrapolates
+    FID over subsets without replacement to 1/N = 0, and the interval is built around it.
+    """
     import json
 
     from mame_eval.journeys.fid import fid_run
 
     record = fid_run(real, synthetic, features=features, inception_weights=inception_weights,
-                     cache_dir=cache_dir, out=out)
+                     cache_dir=cache_dir, kid_subset_size=kid_subset_size, n_boot=n_boot,
+                     seed=seed, out=out)
     for note in record.notes:
-        typer.echo(f"warning: {note}", err=True)
+        typer.echo(f"note: {note}", err=True)
     result = record.summary
     if json_out:
         typer.echo(json.dumps({k: v for k, v in result.items() if k != "resize"}, indent=2))
     else:
         lo, hi = result["fid_ci"]
-        typer.echo(f"FID {result['fid']:.4f} (95 % CI {lo:.4f}–{hi:.4f}), KID "
-                   f"{result['kid']:.5f} ± {result['kid_std']:.5f}; n real {result['n_real']}, "
-                   f"n synthetic {result['n_synthetic']}; features {result['features']} "
-                   f"({result['resize']})")
+        typer.echo(f"FID {result['fid']:.4f} (plug-in; bias {result['fid_bias']:+.4f}), "
+                   f"FID∞ {result['fid_inf']:.4f} (95 % CI for the true FID {lo:.4f}–{hi:.4f})")
+        typer.echo(f"KID {result['kid']:.5f} ± {result['kid_std']:.5f} (sd over subsets of "
+                   f"{result['kid_subset_size']})")
+        if "precision" in result:
+            typer.echo("; ".join(
+                f"{name} {result[name]:.3f} [{result[name + '_ci'][0]:.3f}, "
+                f"{result[name + '_ci'][1]:.3f}]"
+                for name in ("precision", "recall", "density", "coverage")))
+        typer.echo(f"n real {result['n_real']}, n synthetic {result['n_synthetic']}; features "
+                   f"{result['features']} ({result['resize']})")
     if out is not None:
         typer.echo(f"written: {', '.join(str(f) for f in record.files)}")
 

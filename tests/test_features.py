@@ -70,3 +70,43 @@ def test_bad_specs(tmp_path):
         load_extractor(str(bad))
     with pytest.raises(InputError, match="no images"):
         list_images(tmp_path)
+
+
+def _export(tmp_path, batch, dynamic: bool):
+    example = (torch.rand(batch, 3, 24, 20),)
+    shapes = {"x": {0: torch.export.Dim("batch", min=1, max=1024)}} if dynamic else None
+    program = torch.export.export(MeanStd(), example, dynamic_shapes=shapes)
+    path = tmp_path / f"ext-{batch}-{dynamic}.pt2"
+    torch.export.save(program, str(path))
+    return path
+
+
+@pytest.mark.parametrize(("batch", "dynamic"), [(2, True), (1, False), (3, False)])
+def test_torch_export_program_follows_the_same_contract(folder, tmp_path, batch, dynamic):
+    path = _export(tmp_path, batch, dynamic)
+    extractor = load_extractor(str(path))
+    files = list_images(folder)
+    # 5 images in batches of 2: a fixed-batch program gets chunks of its size, padded
+    feats = extract_features(files, extractor, batch_size=2)
+    gray = np.stack([np.asarray(Image.open(f), np.float64) / 255 for f in files])
+    assert feats.shape == (5, 2)
+    np.testing.assert_allclose(feats[:, 0], gray.mean((1, 2)), atol=1e-6)
+    script = tmp_path / "ext.pt"
+    torch.jit.script(MeanStd()).save(str(script))
+    np.testing.assert_allclose(feats, extract_features(files, load_extractor(str(script))),
+                               atol=1e-6)
+    assert extractor.identity.startswith("export:") and extractor.identity != "export:"
+
+
+def test_bad_export_programs(folder, tmp_path):
+    bad = tmp_path / "bad.pt2"
+    bad.write_bytes(b"nope")
+    with pytest.raises(ModelError, match="torch.export"):
+        load_extractor(str(bad))
+    path = _export(tmp_path, 2, True)
+    small = tmp_path / "small"
+    small.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(small / "a.png")
+    # the exported graph is specialised to 24×20 images: an 8×8 one is refused clearly
+    with pytest.raises(ModelError, match="refused an input of shape"):
+        extract_features(list_images(small), load_extractor(str(path)))

@@ -102,7 +102,8 @@ path = "fid"
     div = pd.read_csv(runs / "div" / "diversity.csv").iloc[0]
     assert f"{div['mean']:.3f} [{div['ci_low']:.3f}, {div['ci_high']:.3f}]" in html
     fid = pd.read_csv(runs / "fid" / "fid.csv").iloc[0]
-    assert f"{fid['fid']:.2f} [{fid['fid_ci_low']:.2f}, {fid['fid_ci_high']:.2f}]" in html
+    # the interval is for the true FID and sits beside FID∞, the bias-corrected estimate
+    assert f"{fid['fid_inf']:.2f} [{fid['fid_ci_low']:.2f}, {fid['fid_ci_high']:.2f}]" in html
     assert "data:image/png;base64," in html  # self-contained: the figure is embedded
     assert (tmp_path / "out" / "report.pdf").read_bytes().startswith(b"%PDF")
     run = read_run(tmp_path / "out")

@@ -64,8 +64,10 @@ class FidSettings(BaseModel):
     features: str = Field("mammonet", description="inception, mammonet, a MammoNet folder or a "
                           "TorchScript .pt (see `mame-eval fid --help`).")
     inception_weights: Path | None = None
-    kid_subset_size: int = Field(1000, ge=2)
-    n_boot: int = Field(200, ge=10)
+    kid_subset_size: int | None = Field(None, ge=2, description="Images per KID subset, "
+                                       "smaller than both sets; default min(1000, N/2).")
+    n_boot: int = Field(50, ge=2, description="Subsampling replicates of the FID and PRDC "
+                        "intervals (see `mame-eval fid --help`).")
 
 
 class FidelitySettings(BaseModel):
@@ -327,21 +329,18 @@ def run_sweep(config: SweepConfig, progress: Callable[[int, int], None] | None =
             row.update(ms_ssim=mean, ms_ssim_ci_low=lo, ms_ssim_ci_high=hi)
             div_sets.append(results)
         if config.fid is not None:
-            from mame_eval.metrics.distribution import fid, fid_bootstrap_ci, kid
+            from mame_eval.journeys.fid import distribution_row
 
             cache = out / "cache"
             if f_real is None:
                 f_real = extract_features(real_files, extractor, cache_dir=cache)
             files = [f for k in range(len(config.prompts)) for f in runs[(scale, k)]]
             f_syn = extract_features(files, extractor, cache_dir=cache)
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", UserWarning)
-                value = fid(f_real, f_syn)
-            notes += [str(w.message) for w in caught]
-            kid_mean, kid_std = kid(f_real, f_syn, subset_size=config.fid.kid_subset_size,
-                                    seed=config.seed)
-            lo, hi = fid_bootstrap_ci(f_real, f_syn, n_boot=config.fid.n_boot, seed=config.seed)
-            row.update(fid=value, fid_ci_low=lo, fid_ci_high=hi, kid=kid_mean, kid_std=kid_std)
+            # FID (plug-in), FID∞ with the interval for the true FID, KID, PRDC with CIs
+            fid_row, fid_notes = distribution_row(f_real, f_syn, config.fid.kid_subset_size,
+                                                  config.fid.n_boot, config.seed)
+            notes += fid_notes
+            row.update(fid_row)
         if config.fidelity is not None:
             images = [im for k in range(len(config.prompts)) for im in pictures[k]]
             prompts = [p for k, p in enumerate(config.prompts) for _ in pictures[k]]

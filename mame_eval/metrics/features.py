@@ -8,8 +8,11 @@ Three kinds, chosen by one string:
   here: pass ``inception_weights=PATH`` or place the file in the torch hub cache.
 * ``mammonet`` / a MammoNet folder — the penultimate features of a MammoNet classifier
   (:mod:`mame_eval.cad`), a domain-specific alternative to ImageNet features.
-* ``PATH.pt`` — any TorchScript module with the contract: float32 N×3×H×W in [0, 1] at the
-  images' own size (gray replicated to 3 channels) → N×d.
+* ``PATH.pt`` — any TorchScript module, or ``PATH.pt2`` — a ``torch.export`` program
+  (``torch.export.save``; TorchScript is deprecated since torch 2.14), with the contract:
+  float32 N×3×H×W in [0, 1] at the images' own size (gray replicated to 3 channels) → N×d.
+  Export with a dynamic batch dimension (``torch.export.Dim``) or with a fixed batch size
+  b: batches are then cut into chunks of b (the last one padded and the padding dropped).
 
 Features of a set of files are cached under ``cache_dir`` by the SHA-256 of the extractor's
 identity and of every file's bytes, so a sweep extracts the real reference set once.
@@ -76,6 +79,22 @@ def _inception(weights: Path | None, device: str) -> FeatureExtractor:
                             resize="299×299, torch-fidelity TF1-compatible bilinear")
 
 
+def _checked_output(path: Path, out, n: int):
+    import torch
+
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != n:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ModelError(f"{path}: expected an N×d tensor for N={n}, got {shape}")
+    return out.double().cpu().numpy()
+
+
+def _to_input(batch: np.ndarray, device: str):
+    """uint8 (N, H, W, 3) → float32 N×3×H×W in [0, 1] on ``device``: the extractor contract."""
+    import torch
+
+    return torch.from_numpy(batch.transpose(0, 3, 1, 2).astype(np.float32) / 255.0).to(device)
+
+
 def _torchscript(path: Path, device: str) -> FeatureExtractor:
     import torch
 
@@ -85,15 +104,54 @@ def _torchscript(path: Path, device: str) -> FeatureExtractor:
         raise ModelError(f"{path}: not a loadable TorchScript module ({exc})") from None
 
     def fn(batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(batch.transpose(0, 3, 1, 2).astype(np.float32) / 255.0).to(device)
         with torch.no_grad():
-            out = module(x)
-        if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != len(batch):
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ModelError(f"{path}: expected an N×d tensor for N={len(batch)}, got {shape}")
-        return out.double().cpu().numpy()
+            return _checked_output(path, module(_to_input(batch, device)), len(batch))
 
     return FeatureExtractor(f"torchscript:{path.name}", f"torchscript:{file_sha256(path)}", fn)
+
+
+def _static_batch(program) -> int | None:
+    """The exported batch size of the program's first user input, None when dynamic."""
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name in program.graph_signature.user_inputs:
+            size = node.meta["val"].shape[0]
+            return int(size) if isinstance(size, int) else None
+    return None
+
+
+def _exported(path: Path, device: str) -> FeatureExtractor:
+    """A ``torch.export`` program (``.pt2``) under the same contract as TorchScript."""
+    import torch
+
+    try:
+        program = torch.export.load(str(path))
+        module = program.module().to(device)
+    except Exception as exc:
+        raise ModelError(f"{path}: not a loadable torch.export program ({exc})") from None
+    fixed = _static_batch(program)
+
+    def run(x):
+        try:
+            return module(x)
+        except Exception as exc:
+            raise ModelError(f"{path}: the exported program refused an input of shape "
+                             f"{tuple(x.shape)} ({exc}); export it for float32 N×3×H×W at "
+                             "the images' size, with a dynamic batch dimension") from None
+
+    def fn(batch: np.ndarray) -> np.ndarray:
+        x = _to_input(batch, device)
+        with torch.no_grad():
+            if fixed is None or fixed == len(x):
+                return _checked_output(path, run(x), len(x))
+            chunks = []
+            for start in range(0, len(x), fixed):
+                part = x[start:start + fixed]
+                pad = fixed - len(part)  # repeat the last image; its features are dropped
+                padded = torch.cat([part, part[-1:].expand(pad, *part.shape[1:])]) if pad else part
+                chunks.append(_checked_output(path, run(padded), fixed)[:len(part)])
+            return np.concatenate(chunks)
+
+    return FeatureExtractor(f"export:{path.name}", f"export:{file_sha256(path)}", fn)
 
 
 def mammonet_extractor(directory: Path | None = None, device: str = "cpu") -> FeatureExtractor:
@@ -126,17 +184,20 @@ def mammonet_extractor(directory: Path | None = None, device: str = "cpu") -> Fe
 
 def load_extractor(spec: str, inception_weights: Path | None = None,
                    device: str = "cpu") -> FeatureExtractor:
-    """``inception``, ``mammonet`` (the shipped classifier), a MammoNet folder or a ``.pt``."""
+    """``inception``, ``mammonet`` (the shipped classifier), a MammoNet folder, a TorchScript
+    ``.pt`` or a ``torch.export`` ``.pt2``."""
     if spec == "inception":
         return _inception(inception_weights, device)
     path = Path(spec)
+    if path.suffix == ".pt2" and path.is_file():
+        return _exported(path, device)
     if path.suffix in (".pt", ".pth", ".ts") and path.is_file():
         return _torchscript(path, device)
     if spec == "mammonet" or path.is_dir():
         return mammonet_extractor(None if spec == "mammonet" else path, device=device)
     raise InputError(
-        f"--features {spec!r}: expected 'inception', 'mammonet', a MammoNet folder or a "
-        "TorchScript file (.pt)")
+        f"--features {spec!r}: expected 'inception', 'mammonet', a MammoNet folder, a "
+        "TorchScript file (.pt) or a torch.export program (.pt2)")
 
 
 def extract_features(files: Sequence[Path], extractor: FeatureExtractor, batch_size: int = 16,

@@ -82,7 +82,13 @@ def tradeoff_figure(table: pd.DataFrame, title: str, trends=()) -> Figure:
     if "fid" in rows:
         twin = left.twinx()
         twin.grid(False)
-        handles += twin.plot(g, rows["fid"], "^--", color=PALETTE[3], label="FID")
+        # the band is the interval for the true FID, centred on FID∞ (bias-corrected), so
+        # FID∞ is the line; the plug-in FID (biased upwards at finite N) is dotted
+        if "fid_inf" in rows:
+            twin.plot(g, rows["fid"], ":", color=PALETTE[3], linewidth=0.8)
+        handles += twin.plot(g, rows["fid_inf"] if "fid_inf" in rows else rows["fid"], "^--",
+                             color=PALETTE[3],
+                             label="FID∞ (dotted: plug-in FID)" if "fid_inf" in rows else "FID")
         twin.fill_between(g, rows["fid_ci_low"], rows["fid_ci_high"], color=PALETTE[3],
                           alpha=0.12, linewidth=0)
         twin.set_ylabel("FID", color=PALETTE[3])

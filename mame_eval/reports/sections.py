@@ -162,13 +162,34 @@ def diversity_section(section: Section, runs: list[dict]) -> None:
         section.blocks += _notes(run)
 
 
-def _fid_cells(row) -> list[str]:
-    cells = [fmt_ci(row.get("fid"), row.get("fid_ci_low"), row.get("fid_ci_high"), 2)]
-    if "fid_inf" in row:
-        cells.append(fmt(row.get("fid_inf"), 2))
-    cells.append(f"{fmt(row.get('kid'), 4)} ± {fmt(row.get('kid_std'), 4)}"
-                 if not pd.isna(row.get("kid", np.nan)) else "–")
-    return cells
+def _fid_header(has_inf: bool) -> list[str]:
+    """FID columns: with FID∞ the interval (for the true FID) sits beside FID∞, not the
+    plug-in FID it need not contain (the plug-in is biased upwards at finite N)."""
+    return ["FID", "FID∞ [CI]", "KID ± sd"] if has_inf else ["FID [CI]", "KID ± sd"]
+
+
+def _fid_cells(row, has_inf: bool | None = None) -> list[str]:
+    if has_inf is None:
+        has_inf = "fid_inf" in row
+    kid = (f"{fmt(row.get('kid'), 4)} ± {fmt(row.get('kid_std'), 4)}"
+           if not pd.isna(row.get("kid", np.nan)) else "–")
+    if not has_inf:
+        return [fmt_ci(row.get("fid"), row.get("fid_ci_low"), row.get("fid_ci_high"), 2), kid]
+    if pd.isna(row.get("fid_inf", np.nan)):  # an older run beside newer ones
+        return [fmt_ci(row.get("fid"), row.get("fid_ci_low"), row.get("fid_ci_high"), 2), "–",
+                kid]
+    inf = fmt_ci(row.get("fid_inf"), row.get("fid_ci_low"), row.get("fid_ci_high"), 2)
+    if row.get("fid_interval_valid") is False or row.get("fid_interval_valid") == 0:
+        inf += " (unreliable: fewer images than feature dimensions)"
+    return [fmt(row.get("fid"), 2), inf, kid]
+
+
+PRDC_COLUMNS = ("precision", "recall", "density", "coverage")
+
+
+def _prdc_cells(row) -> list[str]:
+    return [fmt_ci(row.get(n), row.get(f"{n}_ci_low"), row.get(f"{n}_ci_high"))
+            if not pd.isna(row.get(n, np.nan)) else "–" for n in PRDC_COLUMNS]
 
 
 def sweep_section(section: Section, runs: list[dict]) -> None:
@@ -186,7 +207,7 @@ def sweep_section(section: Section, runs: list[dict]) -> None:
         if has_div:
             header.append("MS-SSIM [CI]")
         if has_fid:
-            header += ["FID [CI]"] + (["FID∞"] if "fid_inf" in table else []) + ["KID ± sd"]
+            header += _fid_header("fid_inf" in table)
         if "mean_adherence" in table:
             header.append("mean adherence")
         has_copy = _has(table, "copy_rate", "copy_rate_ci_low", "copy_rate_ci_high")
@@ -197,7 +218,7 @@ def sweep_section(section: Section, runs: list[dict]) -> None:
             if has_div:
                 row.append(fmt_ci(r["ms_ssim"], r["ms_ssim_ci_low"], r["ms_ssim_ci_high"]))
             if has_fid:
-                row += _fid_cells(r)
+                row += _fid_cells(r, "fid_inf" in table)
             if "mean_adherence" in table:
                 row.append(fmt(r.get("mean_adherence")))
             if has_copy:
@@ -237,19 +258,29 @@ def sweep_section(section: Section, runs: list[dict]) -> None:
 
 
 def fid_section(section: Section, runs: list[dict]) -> None:
-    rows = []
+    """One row per fid run: n, features, FID, FID∞ with the interval for the true FID,
+    KID ± sd, and precision / recall / density / coverage with their intervals."""
+    found = []
     for run in runs:
         table = _table(run, "fid")
-        if table is None or table.empty:
-            continue
-        r = table.iloc[0].to_dict()
+        if table is not None and not table.empty:
+            found.append((run, table.iloc[0].to_dict()))
+    has_inf = any(not pd.isna(r.get("fid_inf", np.nan)) for _, r in found)
+    has_prdc = any(not pd.isna(r.get("precision", np.nan)) for _, r in found)
+    rows = []
+    for run, r in found:
         rows.append([_label(run), fmt(r.get("n_real"), 0), fmt(r.get("n_synthetic"), 0),
-                     str(r.get("features", "")), *_fid_cells(r)])
+                     str(r.get("features", "")), *_fid_cells(r, has_inf),
+                     *(_prdc_cells(r) if has_prdc else [])])
     if rows:
-        has_inf = any(len(r) == 8 for r in rows)
-        section.blocks.append(Table("FID and KID", ["run", "n real", "n synthetic", "features",
-                                                    "FID [CI]", *(["FID∞"] if has_inf else []),
-                                                    "KID ± sd"], rows))
+        header = ["run", "n real", "n synthetic", "features", *_fid_header(has_inf),
+                  *([f"{n} [CI]" for n in PRDC_COLUMNS] if has_prdc else [])]
+        note = ("95 % intervals. FID∞ (Chong & Forsyth 2020): FID extrapolated to 1/N = 0; "
+                "its interval is for the true FID. The plug-in FID is biased upwards at finite "
+                "N (FID − FID∞ is that bias). Precision/recall: k = 3 (Kynkäänniemi 2019); "
+                "density/coverage: k = 5 (Naeem 2020); their intervals (subsampling) are for "
+                "the metrics at this N." if has_inf else "")
+        section.blocks.append(Table("FID and KID", header, rows, note))
     for run in runs:
         section.blocks += _notes(run)
 
