@@ -391,3 +391,18 @@ def test_train_inpaint_bf16_with_mask_loss_weight_saves_float32(prepared, tiny_i
         with safe_open(files[0], "pt") as fh:
             dtypes = {fh.get_tensor(k).dtype for k in fh.keys()}
         assert dtypes == {torch.float32}, (part, dtypes)
+
+
+def test_components_of_a_half_precision_pipeline_load_as_float32(tiny_inpaint, tmp_path):
+    """The embedded models are saved in fp16: fine-tuning one must start from float32."""
+    from mame_eval.models import load_pipeline
+    from mame_eval.training.trainer import load_components
+
+    pipe = load_pipeline(tiny_inpaint, task="inpaint", device="cpu")
+    pipe.to(torch.float16)
+    pipe.save_pretrained(tmp_path / "half", safe_serialization=True)
+    config = TrainConfig(pretrained_model=str(tmp_path / "half"), data_dir="d",
+                         output_dir="o", max_train_steps=1, resolution=32)
+    parts = load_components(config, "inpaint")
+    for name in ("vae", "unet", "text_encoder"):
+        assert {p.dtype for p in parts[name].parameters()} == {torch.float32}, name

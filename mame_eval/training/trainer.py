@@ -62,7 +62,8 @@ class TrainResult:
 
 
 def load_components(config: TrainConfig, task: str) -> dict:
-    """tokenizer, text_encoder, vae, unet, noise_scheduler (DDPM) and the base scheduler."""
+    """tokenizer, text_encoder, vae, unet (float32), noise_scheduler (DDPM), base scheduler."""
+    import torch
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -100,6 +101,11 @@ def load_components(config: TrainConfig, task: str) -> dict:
                               f"the UNet of {config.pretrained_model!r} expects "
                               f"{parts['vae'].config.latent_channels}")
         parts["vae"] = vae
+    # A pipeline saved in half precision (the embedded models, a hub "fp16" variant) loads
+    # with half-precision text-encoder weights; AdamW on those would round every update
+    # away. Training starts from float32 weights; mixed precision casts only the frozen parts.
+    for name in ("vae", "unet", "text_encoder"):
+        parts[name].to(torch.float32)
     parts["noise_scheduler"] = DDPMScheduler.from_config(base_scheduler.config)
     parts["base_scheduler"] = base_scheduler
     return parts
