@@ -63,7 +63,6 @@ class TrainResult:
 
 def load_components(config: TrainConfig, task: str) -> dict:
     """tokenizer, text_encoder, vae, unet (float32), noise_scheduler (DDPM), base scheduler."""
-    import torch
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -105,10 +104,18 @@ def load_components(config: TrainConfig, task: str) -> dict:
     # with half-precision text-encoder weights; AdamW on those would round every update
     # away. Training starts from float32 weights; mixed precision casts only the frozen parts.
     for name in ("vae", "unet", "text_encoder"):
-        parts[name].to(torch.float32)
+        to_float32(parts[name])
     parts["noise_scheduler"] = DDPMScheduler.from_config(base_scheduler.config)
     parts["base_scheduler"] = base_scheduler
     return parts
+
+
+def to_float32(module) -> None:
+    """Cast ``module`` to float32 in place, when any of its parameters is not."""
+    import torch
+
+    if any(p.dtype != torch.float32 for p in module.parameters()):
+        module.to(torch.float32)
 
 
 def load_vae(path: Path):
@@ -518,7 +525,7 @@ def _train(config: TrainConfig, task: str,
         # Frozen parts were cast to the mixed-precision dtype for speed; the saved pipeline is
         # float32 throughout (the trained parts are), as every loader expects.
         for module in (parts["vae"], unet_m, text_m):
-            module.to(torch.float32)
+            to_float32(module)
         pipe = _pipeline(task, parts, unet_m, text_m, parts["base_scheduler"])
         from mame_eval.models.loading import quiet
 
