@@ -405,3 +405,28 @@ def test_components_of_a_half_precision_pipeline_load_as_float32(tiny_inpaint, t
     parts = load_components(config, "inpaint")
     for name in ("vae", "unet", "text_encoder"):
         assert {p.dtype for p in parts[name].parameters()} == {torch.float32}, name
+
+
+def test_export_a_checkpoint_without_the_data(prepared, tiny_inpaint, tmp_path):
+    from safetensors.torch import load_file
+
+    from mame_eval.models import load_pipeline
+    from mame_eval.training.export import export_checkpoint
+
+    out = tmp_path / "run"
+    cfg = write_config(tmp_path / "e.toml", TINY_KEYS.replace('"tiny"', f'"{tiny_inpaint}"') + (
+        f'data_dir = "{prepared}"\noutput_dir = "{out}"\nmax_train_steps = 2\n'
+        'checkpointing_steps = 1\n'))
+    config = load_config(cfg, task="inpaint")
+    train_inpaint(config)
+    # the data may be gone: the export reads only the checkpoint and the base model
+    moved = load_config(cfg, ["data_dir='nowhere'"], task="inpaint")
+    target = export_checkpoint(moved, "inpaint", "checkpoint-1", tmp_path / "exported")
+    state = load_file(out / "checkpoint-1" / "model.safetensors")
+    unet = load_pipeline(target, task="inpaint", device="cpu").unet.state_dict()
+    for key, value in state.items():
+        torch.testing.assert_close(unet[key], value)
+    final = load_pipeline(out, task="inpaint", device="cpu").unet.state_dict()
+    assert any(not torch.equal(final[k], unet[k]) for k in state)  # step 1 ≠ step 2
+    with pytest.raises(ConfigError, match="checkpoint-7"):
+        export_checkpoint(moved, "inpaint", "checkpoint-7")
