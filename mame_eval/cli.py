@@ -349,6 +349,40 @@ def generate(
     _report(run, f"generated {text!r}")
 
 
+_MASK_SHAPE_HELP = ("Shape drawn in the lesion box: box, ellipse (inscribed) or blob (a "
+                    "lobulated, lesion-shaped outline, like a brush stroke around a mass). A "
+                    "hand-drawn mask: --mask PATH (inpaint) or the playground.")
+_BLEND_HELP = ("How the lesion is blended in: poisson (default: no step at the mask edge), "
+               "feather (plain feathered composite) or none (raw pipeline output).")
+
+
+def _mask_shape(shape: str) -> str:
+    """``--mask-shape``, checked by the library's own list (one message for a typo)."""
+    from mame_eval.generation.masks import MASK_SHAPES
+
+    if shape not in MASK_SHAPES:
+        raise InputError(f"--mask-shape {shape!r}: expected one of {', '.join(MASK_SHAPES)}")
+    return shape
+
+
+def _blend_choice(blend: str | None, composite: bool) -> tuple[str, bool]:
+    """``--blend`` and ``--composite`` → (blend_method, composite_output) of the library.
+
+    ``--blend none`` and ``--no-composite`` both mean the raw pipeline output; a blend named
+    together with ``--no-composite`` contradicts it.
+    """
+    from mame_eval.generation.inpaint import BLENDS
+
+    if blend is not None and blend not in (*BLENDS, "none"):
+        raise InputError(f"--blend {blend!r}: expected one of {', '.join((*BLENDS, 'none'))}")
+    if blend == "none":
+        return BLENDS[0], False
+    if blend is not None and not composite:
+        raise InputError(f"--blend {blend} blends the lesion in, --no-composite keeps the raw "
+                         "output; give one of them (--blend none is the raw output)")
+    return blend or BLENDS[0], composite
+
+
 @app.command()
 def inpaint(
     image: Path = typer.Option(..., help="Image to add a lesion to (sides multiples of 8)."),
@@ -363,8 +397,11 @@ def inpaint(
     steps: int = typer.Option(24, help="Sampling steps."),
     seed: int = typer.Option(0, help="Base seed."),
     negative_prompt: str = typer.Option("", help="Negative prompt."),
+    mask_shape: str = typer.Option("box", help=_MASK_SHAPE_HELP),
+    blend: str = typer.Option(None, help=_BLEND_HELP),
     composite: bool = typer.Option(True, help="Keep the original pixels outside the "
-                                   "(feathered) mask; --no-composite: raw pipeline output."),
+                                   "(feathered) mask; --no-composite: raw pipeline output "
+                                   "(the same as --blend none)."),
     feather: float = typer.Option(None, help="Feather width in pixels (default ~1 % of the "
                                   "image side)."),
     batch_size: int = typer.Option(4, help="Images per forward pass."),
@@ -376,14 +413,16 @@ def inpaint(
     from mame_eval.generation import inpaint as run_inpaint
     from mame_eval.generation import parse_box
 
+    method, composite = _blend_choice(blend, composite)
     update, bar = _progress_bar("inpaint")
     with bar:
         run = run_inpaint(model, image, out, mask=mask,
-                          box=parse_box(box) if box is not None else None, prompt=prompt, n=n,
+                          box=parse_box(box) if box is not None else None,
+                          mask_shape=_mask_shape(mask_shape), prompt=prompt, n=n,
                           guidance_scale=guidance, steps=steps, seed=seed,
                           negative_prompt=negative_prompt, composite_output=composite,
-                          feather=feather, batch_size=batch_size, scheduler=scheduler,
-                          device=device, dtype=dtype, progress=update)
+                          feather=feather, blend_method=method, batch_size=batch_size,
+                          scheduler=scheduler, device=device, dtype=dtype, progress=update)
     _report(run, f"inpainted {image}")
 
 
@@ -404,7 +443,10 @@ def synthesize(
     seed: int = typer.Option(0, help="Base seed."),
     negative_prompt: str = typer.Option("", help="Negative prompt (both stages)."),
     laterality: str = typer.Option(None, help="L or R (mirrored)."),
-    composite: bool = typer.Option(True, help="Keep healthy pixels outside the lesion box."),
+    mask_shape: str = typer.Option("box", help=_MASK_SHAPE_HELP),
+    blend: str = typer.Option(None, help=_BLEND_HELP),
+    composite: bool = typer.Option(True, help="Keep healthy pixels outside the lesion mask; "
+                                   "--no-composite: raw pipeline output (= --blend none)."),
     batch_size: int = typer.Option(4, help="Images per forward pass."),
     scheduler: str = typer.Option("dpm++", help="Scheduler name."),
     device: str = typer.Option(None, help="cuda, cpu, …"),
@@ -415,6 +457,7 @@ def synthesize(
     from mame_eval.generation import synthesize as run_synthesize
 
     text, side = _prompt(prompt, attributes, laterality)
+    method, composite = _blend_choice(blend, composite)
     update, bar = _progress_bar("synthesize")
     with bar:
         run = run_synthesize(model, inpaint_model, text, out, n=n,
@@ -422,6 +465,7 @@ def synthesize(
                              guidance_scale=guidance, inpaint_guidance_scale=inpaint_guidance,
                              steps=steps, seed=seed, negative_prompt=negative_prompt,
                              laterality=side, composite_output=composite,
+                             mask_shape=_mask_shape(mask_shape), blend_method=method,
                              batch_size=batch_size, scheduler=scheduler, device=device,
                              dtype=dtype, progress=update)
     _report(run, f"synthesized {text!r} with lesions")

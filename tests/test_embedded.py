@@ -81,6 +81,34 @@ def test_install_writes_fp16_pipelines_that_load_in_fp32(tiny_txt2img, tiny_inpa
     assert not list(tmp_path.glob(".*"))
 
 
+def test_install_one_model_keeps_the_others(tiny_txt2img, tiny_inpaint, tmp_path, monkeypatch):
+    from mame_eval.cad.model import MammoNet
+    from mame_eval.models.assets import folder_bytes, install
+
+    torch.manual_seed(0)
+    MammoNet(image_size=32, width=4, blocks=[1]).save_pretrained(tmp_path / "cad")
+    assets = tmp_path / "assets"
+    install(tiny_txt2img, tiny_inpaint, tmp_path / "cad", assets=assets)
+    kept = {p: p.read_bytes() for p in assets.rglob("*")
+            if p.is_file() and "mame-tiny-inpaint" not in p.parts}
+    sizes = install(None, tiny_inpaint, None, assets=assets)
+    assert set(sizes) == {"mame-tiny", "mame-tiny-inpaint", "mammonet-tiny"}
+    assert sum(sizes.values()) == folder_bytes(assets)
+    assert {p: p.read_bytes() for p in assets.rglob("*")
+            if p.is_file() and "mame-tiny-inpaint" not in p.parts} == kept
+    from mame_eval.models import load_pipeline
+
+    assert load_pipeline(assets / "mame-tiny-inpaint", task="inpaint",
+                         device="cpu").unet.config.in_channels == 9
+    with pytest.raises(ModelError, match="nothing to install"):
+        install(None, None, None, assets=assets)
+    # the kept models count towards the limit
+    monkeypatch.setattr("mame_eval.models.assets.MAX_ASSET_BYTES",
+                        sum(sizes.values()) - sizes["mame-tiny-inpaint"] + 10)
+    with pytest.raises(ModelError, match="more than"):
+        install(None, tiny_inpaint, None, assets=assets)
+
+
 def test_shipped_assets_stay_small():
     from mame_eval.models.assets import MAX_ASSET_BYTES, folder_bytes
 

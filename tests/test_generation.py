@@ -341,3 +341,53 @@ def test_two_processes_split_the_work(tiny_txt2img, tmp_path):
     assert len(hashes) == 5 and len(set(hashes.values())) == 5
     assert not list(out.glob(".manifest.rank-*"))
     assert json.loads((out / "manifest.jsonl").read_text().splitlines()[0])["index"] == 0
+
+
+def test_cli_inpaint_and_synthesize_take_mask_shape_and_blend(prepared, tiny_inpaint,
+                                                              tiny_txt2img, tmp_path):
+    from typer.testing import CliRunner
+
+    from mame_eval.cli import app
+    from mame_eval.generation.masks import ellipse_mask
+
+    image = sorted((prepared / "healthy").glob("*.png"))[0]
+    box = (20, 16, 36, 40)
+    base = ["inpaint", "--model", str(tiny_inpaint), "--image", str(image), "--box",
+            ",".join(map(str, box)), "--steps", "2", "--feather", "2"]
+    runner = CliRunner()
+    result = runner.invoke(app, base + ["--mask-shape", "ellipse", "--blend", "feather",
+                                        "--out", str(tmp_path / "e")])
+    assert result.exit_code == 0, result.output
+    row = read_jsonl(tmp_path / "e" / "manifest.jsonl")[0]
+    assert row["mask_shape"] == "ellipse" and row["blend"] == "feather" and row["composite"]
+    region = ellipse_mask(box, 64, 64)
+    np.testing.assert_array_equal(png(tmp_path / "e" / "mask.png") > 0, region)
+    far = brute_force_distance(region) >= 2
+    np.testing.assert_array_equal(png(tmp_path / "e" / "00000.png")[far], png(image)[far])
+
+    result = runner.invoke(app, base + ["--blend", "none", "--out", str(tmp_path / "n")])
+    assert result.exit_code == 0, result.output
+    row = read_jsonl(tmp_path / "n" / "manifest.jsonl")[0]
+    assert row["composite"] is False and row["blend"] is None and row["mask_shape"] == "box"
+    # raw output: the VAE round trip changed pixels far from the box as well
+    assert (png(tmp_path / "n" / "00000.png")[far] != png(image)[far]).any()
+
+    for bad, match in ((["--mask-shape", "star"], "--mask-shape 'star'"),
+                       (["--blend", "soft"], "--blend 'soft'"),
+                       (["--blend", "poisson", "--no-composite"], "give one of them")):
+        result = runner.invoke(app, base + bad + ["--out", str(tmp_path / "bad")])
+        assert result.exit_code != 0 and isinstance(result.exception, InputError)
+        assert match in str(result.exception)
+    assert not (tmp_path / "bad").exists()
+
+    out = tmp_path / "s"
+    result = runner.invoke(app, ["synthesize", "--model", str(tiny_txt2img), "--inpaint-model",
+                                 str(tiny_inpaint), "--prompt", PROMPT, "--n", "1",
+                                 "--steps", "2", "--mask-shape", "blob", "--blend",
+                                 "feather", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    row = read_jsonl(out / "manifest.jsonl")[0]
+    assert row["mask_shape"] == "blob" and row["blend"] == "feather"
+    mask = png(out / row["mask_file"]) > 0
+    x0, y0, x1, y1 = row["box"]
+    assert mask.sum() < (x1 - x0) * (y1 - y0)  # a blob inside its box, not the box

@@ -362,3 +362,78 @@ def test_train_inpaint_with_mask_augmentation_and_cached_latents(prepared, tiny_
 
     with pytest.raises(ConfigError, match="mask_augmentation"):
         train_healthy(load_config(healthy))
+
+
+# --------------------------------------------------------------------------- size augmentation
+
+
+def test_zoom_to_side_enlarges_the_lesion_to_the_drawn_size():
+    from mame_eval.training.data import zoom_to_side
+
+    rgb = np.full((64, 64, 3), 40.0, dtype=np.float32)
+    box = (30.0, 20.0, 36.0, 24.0)  # a 6×4 px bright lesion
+    rgb[20:24, 30:36] = 220.0
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        target = np.random.default_rng(seed).uniform(10, 18)  # the draw zoom_to_side makes
+        out, new = zoom_to_side(rgb, box, rng, (10.0, 18.0))
+        assert out.shape == rgb.shape and out.dtype == np.float32
+        x0, y0, x1, y1 = new
+        assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64
+        # the longer side becomes the target, the aspect ratio is kept
+        assert max(x1 - x0, y1 - y0) == pytest.approx(target)
+        assert (x1 - x0) / (y1 - y0) == pytest.approx(6 / 4)
+        # the bright pixels are where the new box says (bilinear: a 1-px soft edge)
+        bright = out[..., 0] > 130
+        ys, xs = np.nonzero(bright)
+        assert xs.min() >= math.floor(x0) - 1 and xs.max() <= math.ceil(x1)
+        assert ys.min() >= math.floor(y0) - 1 and ys.max() <= math.ceil(y1)
+        inner = box_to_mask((x0 + 1, y0 + 1, x1 - 1, y1 - 1), 64, 64)
+        assert bright[inner].all()
+    # a lesion already larger than any draw is left alone, pixel for pixel
+    same, kept = zoom_to_side(rgb, box, np.random.default_rng(0), (2.0, 5.0))
+    assert kept == box and same is rgb
+
+
+def test_lesion_dataset_zooms_lesions_into_the_size_range(prepared, tiny_inpaint):
+    from mame_eval.training.data import LesionDataset, MaskAugmentation
+
+    tok = _tokenizer(tiny_inpaint)
+    plain = LesionDataset(prepared, tok, 64)
+    aug = LesionDataset(prepared, tok, 64, augmentation=MaskAugmentation(
+        variants=2, shapes=["box"], scale=(1.0, 1.0), lesion_side=(12.0, 20.0),
+        healthy_fraction=0.2, seed=3))
+    keys = [aug.source_key(i) for i in range(aug.n_lesion)]
+    assert len(set(keys)) == aug.n_lesion  # each zoomed variant has its own pixels
+    for i in range(aug.n_lesion):
+        item, tight = aug[i], plain[i // 2]
+        mask = item["mask"][0].numpy() > 0
+        x0, y0, x1, y1 = mask_box(mask)
+        lesion = mask_box(tight["mask"][0].numpy() > 0)
+        before = max(lesion[2] - lesion[0], lesion[3] - lesion[1])
+        # a box mask at scale 1 is the (zoomed) lesion box, up to pixel-centre rounding
+        assert max(x1 - x0, y1 - y0) >= min(12.0, before) - 1
+        assert max(x1 - x0, y1 - y0) <= max(20.0, before) + 1
+        masked = item["masked_pixel_values"].numpy()
+        np.testing.assert_array_equal(masked[:, ~mask], item["pixel_values"].numpy()[:, ~mask])
+        if before < 11:  # zoomed: other pixels than the prepared image
+            assert not np.array_equal(item["pixel_values"], tight["pixel_values"])
+    for i in range(aug.n_lesion, len(aug)):  # healthy items: masks of the zoomed sizes
+        mask = aug[i]["mask"][0].numpy() > 0
+        x0, y0, x1, y1 = mask_box(mask)
+        assert 10 <= max(x1 - x0, y1 - y0) <= 22
+    np.testing.assert_array_equal(aug[0]["pixel_values"], aug[0]["pixel_values"])
+
+
+def test_lesion_side_config(tmp_path):
+    from mame_eval.training import load_config
+
+    cfg = tmp_path / "c.toml"
+    base = ('pretrained_model = "tiny"\ndata_dir = "d"\noutput_dir = "o"\n'
+            'max_train_steps = 2\n[mask_augmentation]\n')
+    cfg.write_text(base + 'lesion_side = [8, 20]\n')
+    assert tuple(load_config(cfg).mask_augmentation.lesion_side) == (8.0, 20.0)
+    for bad in ("[20, 8]", "[0.5, 4]"):
+        cfg.write_text(base + f'lesion_side = {bad}\n')
+        with pytest.raises(ConfigError, match="lesion_side"):
+            load_config(cfg)

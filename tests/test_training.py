@@ -1,5 +1,6 @@
 """Training: config validation, healthy and inpainting fine-tuning on tiny models, resume."""
 
+import copy
 import csv
 import math
 import os
@@ -291,3 +292,141 @@ def test_overfit_eight_phantoms(tmp_path):
     first, last = np.mean(result.losses[:3]), np.mean(result.losses[-10:])
     print(f"overfit: loss {first:.3f} -> {last:.3f} ({1 - last / first:.0%} drop)")
     assert last <= 0.5 * first
+
+
+# --------------------------------------------------------------------------- loss, precision
+
+
+def test_masked_mse_against_a_numpy_reference():
+    import torch.nn.functional as F
+
+    from mame_eval.training.trainer import masked_mse
+
+    rng = np.random.default_rng(0)
+    pred, target = rng.normal(size=(2, 4, 6, 5)), rng.normal(size=(2, 4, 6, 5))
+    mask = (rng.random((2, 1, 6, 5)) < 0.3).astype(float)
+    t = [torch.from_numpy(a) for a in (pred, target, mask)]
+    for weight in (1.0, 2.5, 10.0):
+        w = np.broadcast_to(1 + (weight - 1) * mask, pred.shape)
+        expected = (w * (pred - target) ** 2).sum() / w.sum()
+        assert masked_mse(*t, weight).item() == pytest.approx(expected, rel=1e-12)
+    assert masked_mse(*t, 1.0).item() == pytest.approx(F.mse_loss(t[0], t[1]).item())
+    # an error only inside the mask weighs more as the weight grows, one outside less
+    inside = torch.from_numpy(target + mask * 0.5)
+    outside = torch.from_numpy(target + (1 - mask) * 0.5)
+    assert masked_mse(inside, t[1], t[2], 4.0) > masked_mse(inside, t[1], t[2], 1.0)
+    assert masked_mse(outside, t[1], t[2], 4.0) < masked_mse(outside, t[1], t[2], 1.0)
+
+
+def _loss_parts(tiny_inpaint):
+    from mame_eval.training.config import TrainConfig as Config
+    from mame_eval.training.trainer import load_components
+
+    config = Config(pretrained_model=str(tiny_inpaint), data_dir="d", output_dir="o",
+                    max_train_steps=1, resolution=32)
+    return load_components(config, "inpaint")
+
+
+def _batch(parts, n=2, res=32):
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.rand((n, 3, res, res), generator=generator) * 2 - 1
+    mask = torch.zeros((n, 1, res, res))
+    mask[:, :, 8:20, 10:22] = 1
+    ids = parts["tokenizer"](["a mammogram with a lesion"] * n, padding="max_length",
+                             max_length=parts["tokenizer"].model_max_length,
+                             return_tensors="pt").input_ids
+    return {"pixel_values": pixels, "masked_pixel_values": pixels * (mask < 0.5),
+            "mask": mask, "input_ids": ids}
+
+
+def test_loss_in_half_precision_matches_float32(tiny_inpaint):
+    """Frozen VAE and text encoder in bf16 (as mixed precision leaves them), UNet in float32:
+    every module gets its own dtype, the loss is float32 and close to the all-float32 one."""
+    from mame_eval.training.trainer import _loss, step_generator
+
+    parts = _loss_parts(tiny_inpaint)
+    batch = _batch(parts)
+    args = (parts["unet"], parts["noise_scheduler"])
+
+    def loss(dtype, weight=1.0):
+        # Copies: a round trip through bf16 would change the float32 weights themselves.
+        vae, text = (copy.deepcopy(parts[k]).to(dtype) for k in ("vae", "text_encoder"))
+        with torch.no_grad():
+            return _loss(batch, vae, text, *args, dtype, 0.0, True, step_generator(0, 0, 0, 0),
+                         mask_loss_weight=weight)
+
+    full = loss(torch.float32)
+    half = loss(torch.bfloat16)
+    assert full.dtype == half.dtype == torch.float32
+    assert math.isfinite(half.item()) and half.item() == pytest.approx(full.item(), rel=0.05)
+    assert loss(torch.float32, 1.0).item() == pytest.approx(full.item(), rel=1e-6)  # same draw
+    assert loss(torch.float32, 8.0).item() != pytest.approx(full.item(), rel=1e-3)
+
+
+def test_mask_loss_weight_config(tmp_path):
+    base = ('pretrained_model = "tiny"\ndata_dir = "d"\noutput_dir = "o"\nmax_train_steps = 1\n')
+    cfg = write_config(tmp_path / "c.toml", base + "mask_loss_weight = 4.0\n")
+    assert load_config(cfg, task="inpaint").mask_loss_weight == 4.0
+    with pytest.raises(ConfigError, match="mask_loss_weight"):
+        load_config(cfg, ["mask_loss_weight=0.5"])
+    config = load_config(cfg, ["data_dir='nothing'"])
+    with pytest.raises(ConfigError, match="mask_loss_weight.*inpaint"):
+        train_healthy(config)
+
+
+def test_train_inpaint_bf16_with_mask_loss_weight_saves_float32(prepared, tiny_inpaint,
+                                                                tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "bf16"
+    cfg = write_config(tmp_path / "b.toml", TINY_KEYS.replace('"tiny"', f'"{tiny_inpaint}"') + (
+        f'data_dir = "{prepared}"\noutput_dir = "{out}"\nmax_train_steps = 2\n'
+        'mixed_precision = "bf16"\nmask_loss_weight = 5.0\ntrain_text_encoder = false\n'
+        'cache_latents = true\n'))
+    result = train_inpaint(load_config(cfg, task="inpaint"))
+    assert result.global_step == 2 and all(math.isfinite(x) for x in result.losses)
+    for part in ("vae", "unet", "text_encoder"):
+        files = list((out / part).glob("*.safetensors"))
+        assert files, part
+        dtypes = {t.dtype for t in load_file(files[0]).values()}
+        assert dtypes == {torch.float32}, (part, dtypes)
+
+
+def test_components_of_a_half_precision_pipeline_load_as_float32(tiny_inpaint, tmp_path):
+    """The embedded models are saved in fp16: fine-tuning one must start from float32."""
+    from mame_eval.models import load_pipeline
+    from mame_eval.training.trainer import load_components
+
+    pipe = load_pipeline(tiny_inpaint, task="inpaint", device="cpu")
+    pipe.to(torch.float16)
+    pipe.save_pretrained(tmp_path / "half", safe_serialization=True)
+    config = TrainConfig(pretrained_model=str(tmp_path / "half"), data_dir="d",
+                         output_dir="o", max_train_steps=1, resolution=32)
+    parts = load_components(config, "inpaint")
+    for name in ("vae", "unet", "text_encoder"):
+        assert {p.dtype for p in parts[name].parameters()} == {torch.float32}, name
+
+
+def test_export_a_checkpoint_without_the_data(prepared, tiny_inpaint, tmp_path):
+    from safetensors.torch import load_file
+
+    from mame_eval.models import load_pipeline
+    from mame_eval.training.export import export_checkpoint
+
+    out = tmp_path / "run"
+    cfg = write_config(tmp_path / "e.toml", TINY_KEYS.replace('"tiny"', f'"{tiny_inpaint}"') + (
+        f'data_dir = "{prepared}"\noutput_dir = "{out}"\nmax_train_steps = 2\n'
+        'checkpointing_steps = 1\n'))
+    config = load_config(cfg, task="inpaint")
+    train_inpaint(config)
+    # the data may be gone: the export reads only the checkpoint and the base model
+    moved = load_config(cfg, ["data_dir='nowhere'"], task="inpaint")
+    target = export_checkpoint(moved, "inpaint", "checkpoint-1", tmp_path / "exported")
+    state = load_file(out / "checkpoint-1" / "model.safetensors")
+    unet = load_pipeline(target, task="inpaint", device="cpu").unet.state_dict()
+    for key, value in state.items():
+        torch.testing.assert_close(unet[key], value)
+    final = load_pipeline(out, task="inpaint", device="cpu").unet.state_dict()
+    assert any(not torch.equal(final[k], unet[k]) for k in state)  # step 1 ≠ step 2
+    with pytest.raises(ConfigError, match="checkpoint-7"):
+        export_checkpoint(moved, "inpaint", "checkpoint-7")

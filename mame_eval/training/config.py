@@ -70,6 +70,12 @@ class TrainConfig(BaseModel):
     mask_augmentation: MaskAugmentation | None = Field(
         default=None, description="Inpainting only: random mask shapes and sizes around each "
         "lesion (see mame_eval.training.data.MaskAugmentation); none: the prepared boxes.")
+    mask_loss_weight: float = Field(
+        default=1.0, ge=1.0, description="Inpainting only: the weight of the loss inside the "
+        "mask (at the latent resolution, as the UNet sees it) relative to outside; the loss is "
+        "the weighted mean of the squared errors. 1: the plain MSE of the paper. Outside the "
+        "mask the model only has to reproduce the known image, so a weight > 1 spends more of "
+        "the training on the lesion itself.")
     dataloader_num_workers: int = Field(default=0, ge=0)
     cache_latents: bool = Field(
         default=False, description="Encode every image once with the frozen VAE before "

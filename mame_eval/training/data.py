@@ -5,8 +5,9 @@
 * :class:`LesionDataset` — ``DATA/lesion/images``, ``masks`` and ``metadata.jsonl``: adds the
   0/1 box mask and the masked image (the image with the box blacked out, as the inpainting
   pipeline builds it at inference). With a :class:`MaskAugmentation` the tight lesion box is
-  replaced by random larger masks of several shapes, and healthy images with random masks
-  and the empty prompt may be mixed in.
+  replaced by random larger masks of several shapes, lesions may be zoomed to a range of
+  sizes (``lesion_side``), and healthy images with random masks and the empty prompt may be
+  mixed in.
 """
 
 from __future__ import annotations
@@ -112,13 +113,54 @@ class MaskAugmentation(BaseModel):
     scale: tuple[float, float] = Field(
         default=(1.0, 2.5), description="Mask side ÷ lesion side, low and high.")
     healthy_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
+    lesion_side: tuple[float, float] | None = Field(
+        default=None, description="Size augmentation: the lesion's longer side, in pixels at "
+        "the training resolution, is drawn from [low, high]; a lesion smaller than the draw is "
+        "zoomed in (a crop around it resized back to the resolution), a larger one is left as "
+        "it is. The healthy items' masks take their side from the same range. None: every "
+        "lesion keeps its size.")
     seed: int = 0
 
     @model_validator(mode="after")
     def _check(self) -> MaskAugmentation:
         if not 1.0 <= self.scale[0] <= self.scale[1]:
             raise ValueError(f"scale {list(self.scale)} must satisfy 1 ≤ low ≤ high")
+        if self.lesion_side is not None and not 1.0 <= self.lesion_side[0] <= \
+                self.lesion_side[1]:
+            raise ValueError(f"lesion_side {list(self.lesion_side)} must satisfy "
+                             "1 ≤ low ≤ high (pixels)")
         return self
+
+
+def zoom_to_side(rgb: np.ndarray, box: tuple[float, float, float, float],
+                 rng: np.random.Generator, side: tuple[float, float]
+                 ) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """Zoom a square (R, R, 3) image so the lesion ``box``'s longer side becomes a random size.
+
+    The target side is drawn uniformly from ``side`` (pixels); when it is larger than the
+    lesion, a square crop of side ``R / factor`` that contains the whole box (at a random
+    place) is resized back to R×R (bilinear), so the lesion grows by ``factor`` and the tissue
+    around it with it. A lesion already at least that large is returned unchanged (no zoom
+    out: that would need pixels from outside the image). Returns (image, box in the result).
+    """
+    height, width = rgb.shape[:2]
+    x0, y0, x1, y1 = box
+    target = rng.uniform(*side)
+    factor = target / max(x1 - x0, y1 - y0)
+    if factor <= 1.0:
+        return rgb, box
+    crop = min(width, height) / factor
+    # The crop's corner where the whole box stays inside both the crop and the image.
+    cx = rng.uniform(max(0.0, x1 - crop), max(0.0, min(x0, width - crop)))
+    cy = rng.uniform(max(0.0, y1 - crop), max(0.0, min(y0, height - crop)))
+    with Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)) as im:
+        zoomed = im.resize((width, height), Image.BILINEAR,
+                           box=(cx, cy, cx + crop, cy + crop))
+        out = np.asarray(zoomed, dtype=np.float32)
+    new = ((x0 - cx) * factor, (y0 - cy) * factor, (x1 - cx) * factor, (y1 - cy) * factor)
+    clipped = (max(0.0, new[0]), max(0.0, new[1]), min(float(width), new[2]),
+               min(float(height), new[3]))
+    return out, clipped
 
 
 def _load_mask(path: Path, resolution: int) -> np.ndarray:
@@ -160,6 +202,8 @@ class LesionDataset(HealthyDataset):
     def source_key(self, index: int) -> tuple[str, int]:
         """Which image item ``index`` shows: items with one key share their pixels."""
         if index < self.n_lesion:
+            if self.augmentation is not None and self.augmentation.lesion_side is not None:
+                return "zoomed", index  # every variant has its own zoom: its own pixels
             variants = self.augmentation.variants if self.augmentation else 1
             return "lesion", index // variants
         return "healthy", (index - self.n_lesion) % len(self.healthy_rows)
@@ -180,6 +224,8 @@ class LesionDataset(HealthyDataset):
         kind, k = self.source_key(index)
         if kind == "healthy":
             return self._healthy_item(index, k)
+        if kind == "zoomed":
+            k = index // self.augmentation.variants
         row = self.rows[k]
         rgb = _load_rgb(self.folder / row["file_name"], self.resolution)
         mask = _load_mask(self.folder / row["mask_file"], self.resolution)
@@ -188,7 +234,10 @@ class LesionDataset(HealthyDataset):
             from mame_eval.generation.masks import mask_box, random_lesion_mask
 
             rng = np.random.default_rng([aug.seed, index])
-            mask, _ = random_lesion_mask(mask_box(mask), *mask.shape, rng,
+            lesion = mask_box(mask)
+            if aug.lesion_side is not None:
+                rgb, lesion = zoom_to_side(rgb, lesion, rng, tuple(aug.lesion_side))
+            mask, _ = random_lesion_mask(lesion, *mask.shape, rng,
                                          tuple(aug.shapes), tuple(aug.scale))
         return self._sample(rgb, mask, self._flip(k), row["prompt"])
 
@@ -201,10 +250,12 @@ class LesionDataset(HealthyDataset):
         rng = np.random.default_rng([aug.seed, index])
         row = self.healthy_rows[k]
         rgb = _load_rgb(self.healthy_folder / row["file_name"], self.resolution)
-        # The size of a random real lesion, placed where a lesion could be.
-        lesion = self.rows[int(rng.integers(len(self.rows)))]
-        side = max(1, int(_load_mask(self.folder / lesion["mask_file"],
-                                     self.resolution).any(0).sum()))
+        if aug.lesion_side is not None:  # the sizes the lesions are zoomed to
+            side = float(rng.uniform(*aug.lesion_side))
+        else:  # the size of a random real lesion, placed where a lesion could be
+            lesion = self.rows[int(rng.integers(len(self.rows)))]
+            side = max(1, int(_load_mask(self.folder / lesion["mask_file"],
+                                         self.resolution).any(0).sum()))
         fraction = side / self.resolution
         box, _ = random_box_in_breast(rgb.astype(np.uint8), rng, (fraction, fraction))
         mask, _ = random_lesion_mask(box, self.resolution, self.resolution, rng,

@@ -62,7 +62,7 @@ class TrainResult:
 
 
 def load_components(config: TrainConfig, task: str) -> dict:
-    """tokenizer, text_encoder, vae, unet, noise_scheduler (DDPM) and the base scheduler."""
+    """tokenizer, text_encoder, vae, unet (float32), noise_scheduler (DDPM), base scheduler."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -100,9 +100,22 @@ def load_components(config: TrainConfig, task: str) -> dict:
                               f"the UNet of {config.pretrained_model!r} expects "
                               f"{parts['vae'].config.latent_channels}")
         parts["vae"] = vae
+    # A pipeline saved in half precision (the embedded models, a hub "fp16" variant) loads
+    # with half-precision text-encoder weights; AdamW on those would round every update
+    # away. Training starts from float32 weights; mixed precision casts only the frozen parts.
+    for name in ("vae", "unet", "text_encoder"):
+        to_float32(parts[name])
     parts["noise_scheduler"] = DDPMScheduler.from_config(base_scheduler.config)
     parts["base_scheduler"] = base_scheduler
     return parts
+
+
+def to_float32(module) -> None:
+    """Cast ``module`` to float32 in place, when any of its parameters is not."""
+    import torch
+
+    if any(p.dtype != torch.float32 for p in module.parameters()):
+        module.to(torch.float32)
 
 
 def load_vae(path: Path):
@@ -362,6 +375,9 @@ def _train(config: TrainConfig, task: str,
     if config.mask_augmentation is not None and not inpaint:
         raise ConfigError("mask_augmentation is for `train inpaint`; remove it from a "
                           "healthy config")
+    if config.mask_loss_weight != 1.0 and not inpaint:
+        raise ConfigError(f"mask_loss_weight = {config.mask_loss_weight} is for `train "
+                          "inpaint` (a healthy image has no mask); remove it or set 1")
     if inpaint:
         dataset = LesionDataset(config.data_dir, tokenizer, config.resolution,
                                 max_samples=config.max_train_samples,
@@ -454,7 +470,7 @@ def _train(config: TrainConfig, task: str,
                                            micro)
                 loss = _loss(batch, vae, text_encoder, unet, noise_scheduler, weight_dtype,
                              config.noise_offset, inpaint, generator,
-                             config.prompt_dropout, empty_ids)
+                             config.prompt_dropout, empty_ids, config.mask_loss_weight)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(trained, config.max_grad_norm)
@@ -505,8 +521,12 @@ def _train(config: TrainConfig, task: str,
     if not config.validation_steps or global_step % config.validation_steps:
         validate()
     if accelerator.is_main_process:
-        pipe = _pipeline(task, parts, accelerator.unwrap_model(unet),
-                         accelerator.unwrap_model(text_encoder), parts["base_scheduler"])
+        unet_m, text_m = accelerator.unwrap_model(unet), accelerator.unwrap_model(text_encoder)
+        # Frozen parts were cast to the mixed-precision dtype for speed; the saved pipeline is
+        # float32 throughout (the trained parts are), as every loader expects.
+        for module in (parts["vae"], unet_m, text_m):
+            to_float32(module)
+        pipe = _pipeline(task, parts, unet_m, text_m, parts["base_scheduler"])
         from mame_eval.models.loading import quiet
 
         with quiet():
@@ -619,34 +639,62 @@ def drop_prompts(input_ids, rate: float, empty_ids, generator):
 
 
 def _loss(batch, vae, text_encoder, unet, noise_scheduler, weight_dtype, noise_offset, inpaint,
-          generator, prompt_dropout: float = 0.0, empty_ids=None):
-    """ε-prediction MSE of one batch (velocity when the scheduler predicts v)."""
+          generator, prompt_dropout: float = 0.0, empty_ids=None, mask_loss_weight: float = 1.0):
+    """ε-prediction MSE of one batch (velocity when the scheduler predicts v); a float32 scalar.
+
+    Under mixed precision the frozen VAE (and a frozen text encoder) hold fp16/bf16 weights
+    while the trained UNet keeps float32 ones. The diffusion arithmetic — latents, noise,
+    ``add_noise`` and the target — is done in float32 (a half-precision target would put its
+    rounding error into every step's loss); every module gets its input in its own dtype (the
+    autocast of ``accelerator.prepare`` then runs the UNet in half precision); the loss is
+    taken in float32. For inpainting, ``mask_loss_weight`` weights the squared error inside
+    the latent-resolution mask (see :func:`masked_mse`).
+    """
     import torch
     import torch.nn.functional as F
     from diffusers.utils.torch_utils import randn_tensor
 
     sf = vae.config.scaling_factor
-    latents = _sample_latents(batch, "pixel_values", vae, weight_dtype, generator) * sf
+    latents = _sample_latents(batch, "pixel_values", vae, weight_dtype, generator).float() * sf
     noise = randn_tensor(latents.shape, generator=generator, device=latents.device,
-                         dtype=latents.dtype)
+                         dtype=torch.float32)
     if noise_offset:
         noise += noise_offset * randn_tensor((*latents.shape[:2], 1, 1), generator=generator,
-                                             device=latents.device, dtype=latents.dtype)
+                                             device=latents.device, dtype=torch.float32)
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps,
                               (latents.shape[0],), generator=generator).to(latents.device)
     model_input = noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+    mask = None
     if inpaint:
-        masked = _sample_latents(batch, "masked_pixel_values", vae, weight_dtype, generator)
-        mask = F.interpolate(batch["mask"], size=latents.shape[-2:])  # nearest, as the pipeline
-        model_input = torch.cat([noisy, mask.to(noisy.dtype), masked * sf], dim=1)
+        masked = _sample_latents(batch, "masked_pixel_values", vae, weight_dtype,
+                                 generator).float()
+        # Nearest, as the pipeline does.
+        mask = F.interpolate(batch["mask"].float(), size=latents.shape[-2:])
+        model_input = torch.cat([noisy, mask, masked * sf], dim=1)
     input_ids = drop_prompts(batch["input_ids"], prompt_dropout, empty_ids, generator)
     hidden = text_encoder(input_ids, return_dict=False)[0]
-    pred = unet(model_input, timesteps, hidden, return_dict=False)[0]
+    unet_dtype = next(unet.parameters()).dtype
+    pred = unet(model_input.to(unet_dtype), timesteps, hidden.to(unet_dtype),
+                return_dict=False)[0]
     if noise_scheduler.config.prediction_type == "v_prediction":
         target = noise_scheduler.get_velocity(latents, noise, timesteps)
     else:
         target = noise
+    if mask is not None and mask_loss_weight != 1.0:
+        return masked_mse(pred.float(), target.float(), mask, mask_loss_weight)
     return F.mse_loss(pred.float(), target.float(), reduction="mean")
+
+
+def masked_mse(pred, target, mask, weight: float):
+    """Mean squared error with the elements inside ``mask`` weighted ``weight``, outside 1.
+
+    ``pred`` and ``target`` are (B, C, h, w), ``mask`` (B, 1, h, w) in {0, 1} (the mask the
+    UNet was given, at the latent resolution). Returns ``Σ w·(pred − target)² / Σ w`` with
+    ``w = 1 + (weight − 1)·mask`` broadcast over the channels: a weighted *mean*, so its scale
+    does not depend on the mask's size and ``weight = 1`` is exactly the plain MSE.
+    """
+    w = (1.0 + (weight - 1.0) * mask).expand_as(pred)
+    return (w * (pred - target) ** 2).sum() / w.sum()
 
 
 def _pipeline(task: str, parts: dict, unet, text_encoder, scheduler):
