@@ -240,3 +240,41 @@ def test_bad_features():
         fid(np.full((5, 3), np.nan), np.ones((5, 3)))
     with pytest.raises(InputError, match=r"\(N, d\)"):
         fid(np.zeros(5), np.ones(5))
+
+
+def test_paired_fid_trend_interval_covers_the_true_change():
+    """Two guidance scales sharing their seeds (the same noise z moves both): the interval of
+    the change of FID∞ from paired subsets without replacement covers the true change."""
+    from mame_eval.metrics.distribution import (
+        GaussianStats,
+        fid_interval,
+        frechet_distance,
+        paired_subset_fids,
+    )
+    from mame_eval.stats.trend import subsample_trend
+
+    d, n, reps, shifts = 8, 300, 60, (0.3, 0.6)
+    rng = np.random.default_rng(0)
+    big = 10**9
+    true = [frechet_distance(GaussianStats(np.zeros(d), np.eye(d), big),
+                             GaussianStats(np.full(d, s / np.sqrt(d)), np.eye(d) * (1 + s), big))
+            for s in shifts]
+    hits = 0
+    for r in range(reps):
+        real = rng.normal(size=(n, d))
+        z = rng.normal(size=(n, d))
+        syns = [np.full(d, s / np.sqrt(d)) + z * np.sqrt(1 + s) for s in shifts]
+        est = [fid_interval(real, f, n_boot=20, seed=r).fid_inf for f in syns]
+        sub = paired_subset_fids(real, syns, np.arange(n), n_boot=40, seed=r)
+        trend = subsample_trend("fid_inf", [1, 2], est, sub, 0.5, "seeds", n, label="FID∞")
+        hits += trend.change_ci_low <= true[1] - true[0] <= trend.change_ci_high
+    assert hits / reps >= 0.85
+    assert "paired subsampling" in trend.text and trend.text.startswith("FID∞ rises")
+
+
+def test_paired_subset_fids_refuses_unpaired_scales():
+    from mame_eval.metrics.distribution import paired_subset_fids
+
+    with pytest.raises(InputError, match="same number of images"):
+        paired_subset_fids(np.zeros((10, 2)), [np.zeros((10, 2)), np.zeros((9, 2))],
+                           np.arange(10))

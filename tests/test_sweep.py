@@ -255,3 +255,13 @@ def test_adherence_trend_is_a_paired_bootstrap_of_seeds():
         v = (w * (records["requested_view"] == records["measured_view"])).sum() / w.sum()
         a = (w * (records["requested_area"] == records["measured_area"])).sum() / w.sum()
         assert reps[b] == pytest.approx((v + a) / 2)
+
+
+def test_an_fid_trend_too_small_to_estimate_says_so(swept):
+    """3 seeds per prompt and 3-d features: half a set is not more than the dimensions, so the
+    paired FID trend is skipped with a note instead of printing an interval it cannot hold."""
+    config, _ = swept
+    run = json.loads((config.out / "run.json").read_text())
+    assert any("FID trend across guidance not computed" in n for n in run["notes"])
+    trends = pd.read_csv(config.out / "trends.csv")
+    assert "fid_inf" not in set(trends["metric"]) and "method" in trends

@@ -310,6 +310,8 @@ def run_sweep(config: SweepConfig, progress: Callable[[int, int], None] | None =
     div_sets: list[list[DiversityResult]] = []
     flags: list[np.ndarray] = []
     f_real = None
+    syn_features: list[np.ndarray] = []  # per scale, for the paired FID trend
+    syn_units: list[int] = []
     for scale in scales:
         row: dict = {"guidance": scale}
         pictures = {k: [load_rgb(f) for f in runs[(scale, k)]] for k in range(len(config.prompts))}
@@ -341,6 +343,9 @@ def run_sweep(config: SweepConfig, progress: Callable[[int, int], None] | None =
                                                   config.fid.n_boot, config.seed)
             notes += fid_notes
             row.update(fid_row)
+            syn_features.append(f_syn)
+            syn_units = [i for k in range(len(config.prompts))
+                         for i in range(len(runs[(scale, k)]))]
         if config.fidelity is not None:
             images = [im for k in range(len(config.prompts)) for im in pictures[k]]
             prompts = [p for k, p in enumerate(config.prompts) for _ in pictures[k]]
@@ -396,6 +401,9 @@ def run_sweep(config: SweepConfig, progress: Callable[[int, int], None] | None =
         record.tables["fidelity"] = fid_table
         record.tables["records"] = pd.concat(records, ignore_index=True)
     trends = _trends(config, scales, div_sets, records, training, flags)
+    fid_trend = _fid_trend(config, scales, table, f_real, syn_features, syn_units, notes)
+    if fid_trend is not None:
+        trends.append(fid_trend)
     if trends:
         record.tables["trends"] = pd.DataFrame([t.row() for t in trends],
                                                columns=TREND_COLUMNS)
@@ -494,6 +502,30 @@ def _trends(config: SweepConfig, scales: list[float], div_sets, records, trainin
         trends.append(paired_trend("copy_rate", scales, estimate, replicates, "seeds", count,
                                    label="copy rate"))
     return [t for t in trends if t is not None]
+
+
+def _fid_trend(config: SweepConfig, scales: list[float], table: pd.DataFrame, f_real,
+               syn_features: list, units: list[int], notes: list[str]):
+    """The change of FID∞ across guidance with a paired-subsampling interval (the scales share
+    their seeds; half of the seeds and of the real images per replicate, without replacement,
+    because duplicated points inflate FID). Skipped with a note where half a set holds fewer
+    images than feature dimensions: there FID's bias is not linear in 1/N (see
+    :func:`mame_eval.metrics.distribution.fid_interval`)."""
+    from mame_eval.metrics.distribution import paired_subset_fids
+    from mame_eval.stats.trend import subsample_trend
+
+    if len(scales) < 2 or not syn_features or "fid_inf" not in table:
+        return None
+    d = syn_features[0].shape[1]
+    half = min(len(f_real), len(syn_features[0])) // 2
+    if half <= d:
+        notes.append(f"FID trend across guidance not computed: half of a set holds {half} "
+                     f"images, not more than the {d} feature dimensions")
+        return None
+    subsets = paired_subset_fids(f_real, syn_features, units, n_boot=config.fid.n_boot,
+                                 fraction=0.5, seed=config.seed)
+    return subsample_trend("fid_inf", scales, table["fid_inf"].to_numpy(float), subsets, 0.5,
+                           "seeds", len(set(units)), label="FID∞")
 
 
 def _adherence_replicates(records: pd.DataFrame, training, seeds: np.ndarray):

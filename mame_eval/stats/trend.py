@@ -21,11 +21,11 @@ import numpy as np
 from mame_eval.errors import InputError
 from mame_eval.stats.bootstrap import percentile_interval
 
-__all__ = ["TREND_COLUMNS", "Trend", "paired_trend", "slopes"]
+__all__ = ["TREND_COLUMNS", "Trend", "paired_trend", "slopes", "subsample_trend"]
 
 TREND_COLUMNS = ["metric", "from_guidance", "to_guidance", "change", "change_ci_low",
                  "change_ci_high", "slope", "slope_ci_low", "slope_ci_high", "unit", "n_units",
-                 "level", "n_boot", "text"]
+                 "level", "n_boot", "method", "text"]
 
 
 @dataclass
@@ -48,6 +48,7 @@ class Trend:
     level: float
     n_boot: int
     label: str = ""
+    method: str = "paired bootstrap"
 
     @property
     def text(self) -> str:
@@ -63,7 +64,7 @@ class Trend:
         else:
             verdict = "shows no clear change with guidance"
         pct = f"{100 * self.level:g} %"
-        return (f"{name} {verdict}: {interval} {span} ({pct} paired bootstrap over "
+        return (f"{name} {verdict}: {interval} {span} ({pct} {self.method} over "
                 f"{self.n_units} {self.unit})")
 
     def row(self) -> dict:
@@ -113,3 +114,45 @@ def paired_trend(metric: str, guidance, estimate, replicates, unit: str, n_units
                  *percentile_interval(change, level), float(slopes(g, est)),
                  *percentile_interval(slope, level), unit, int(n_units), level, len(reps),
                  label)
+
+
+def subsample_trend(metric: str, guidance, estimate, subset_values, fraction: float, unit: str,
+                    n_units: int, level: float = 0.95, label: str = "") -> Trend | None:
+    """A :class:`Trend` whose interval comes from paired subsets drawn without replacement.
+
+    For statistics that a with-replacement bootstrap biases (FID: duplicated points inflate
+    it) the change and slope are computed on each paired subset of a ``fraction`` of the units;
+    their variance at the full size is the subsets' variance times fraction/(1 − fraction)
+    (delete-d jackknife), and the interval is estimate ± z·SE around the full-data change.
+
+    Args:
+        guidance: (G,) scales; estimate: (G,) the metric per scale on all data (e.g. FID∞);
+        subset_values: (B, G) the metric per scale on each paired subset.
+    """
+    g = np.asarray(guidance, dtype=float)
+    est = np.asarray(estimate, dtype=float)
+    reps = np.asarray(subset_values, dtype=float)
+    if reps.ndim != 2 or reps.shape[1] != len(g) or est.shape != g.shape:
+        raise InputError(f"trend of {metric}: expected (G,) scales and estimates and (B, G) "
+                         f"subset values; got {g.shape}, {est.shape}, {reps.shape}")
+    if not 0 < fraction < 1:
+        raise InputError(f"fraction {fraction}: expected a number in (0, 1)", param="fraction")
+    if len(g) < 2 or len(np.unique(g)) < 2:
+        return None
+    order = np.argsort(g, kind="stable")
+    g, est, reps = g[order], est[order], reps[:, order]
+    reps = reps[np.isfinite(reps).all(1)]
+    if len(reps) < 2 or not np.isfinite(est).all():
+        return None
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.5 + level / 2))
+    scale = fraction / (1 - fraction)
+    change, slope = float(est[-1] - est[0]), float(slopes(g, est))
+    se_change = float(np.sqrt(scale * np.var(reps[:, -1] - reps[:, 0], ddof=1)))
+    se_slope = float(np.sqrt(scale * np.var(slopes(g, reps), ddof=1)))
+    return Trend(metric, float(g[0]), float(g[-1]), change, change - z * se_change,
+                 change + z * se_change, slope, slope - z * se_slope, slope + z * se_slope,
+                 unit, int(n_units), level, len(reps), label,
+                 method="paired subsampling (delete-d jackknife)")
+
