@@ -61,6 +61,8 @@ def phantoms(
     size: str = typer.Option("1024x832", help="Image size HEIGHTxWIDTH (portrait like FFDM)."),
     preview: bool = typer.Option(False, help="Also write OUT/preview.png, a 4×4 contact sheet."),
     overwrite: bool = typer.Option(False, help="Replace a previous phantom set in OUT."),
+    mass_diameter: str = typer.Option(
+        "0.03,0.08", help="Mass core diameter range LOW,HIGH, fractions of the image width."),
 ) -> None:
     """Write procedural phantom mammograms as a VinDr-Mammo-format dataset with ground truth."""
     from mame_eval.data.phantoms import write_phantom_dataset
@@ -70,6 +72,7 @@ def phantoms(
         summary = write_phantom_dataset(
             out, n=n, seed=seed, population=population, lesion_fraction=lesion_fraction,
             size=_parse_size(size), preview=preview, overwrite=overwrite,
+            mass_diameter=tuple(mass_diameter.split(",")),
             progress=lambda done: update(done, n))
     typer.echo(f"wrote {n} phantom images to {out}")
     typer.echo(str(summary))

@@ -256,6 +256,26 @@ def test_mass_count_follows_lesion_fraction(tmp_path: Path):
             assert all(r["finding_categories"] == "['No Finding']" for r in _rows(s.finding_csv))
 
 
+def test_mass_diameter_option_sets_box_sizes(tmp_path: Path):
+    # Same seed and plan, only the core-diameter range differs: the large range gives boxes
+    # at least as wide as its lower core diameter, the default range smaller ones.
+    widths = {}
+    for name, rng in (("default", (0.03, 0.08)), ("large", (0.12, 0.14))):
+        s = write_phantom_dataset(tmp_path / name, n=8, seed=3, lesion_fraction=1.0,
+                                  size=(320, 256), population="siemens", mass_diameter=rng)
+        widths[name] = [float(r["xmax"]) - float(r["xmin"]) for r in _rows(s.finding_csv)]
+        assert len(widths[name]) == 8
+    assert min(widths["large"]) >= 0.12 * 256 * 0.85 ** 7  # placement may shrink (x0.85 steps)
+    assert np.median(widths["large"]) > 0.1 * 256 > 0.08 * 256 > np.median(widths["default"])
+
+
+@pytest.mark.parametrize("bad", [(0.1, 0.05), (0.001, 0.05), (0.05, 0.3), (0.05,), "x", None])
+def test_bad_mass_diameter_raises_input_error(tmp_path: Path, bad):
+    with pytest.raises(InputError, match="mass_diameter"):
+        write_phantom_dataset(tmp_path / "out", n=4, size=SMALL, mass_diameter=bad)
+    assert not (tmp_path / "out").exists()
+
+
 def test_population_labelling(tmp_path: Path, dataset: Path):
     holo = write_phantom_dataset(tmp_path / "h", n=8, seed=0, population="hologic", size=SMALL)
     assert all(r["breast_density"] == "" for r in _rows(holo.breast_csv))

@@ -39,10 +39,12 @@ class MassSpec:
     birads: int = 4
 
     @classmethod
-    def random(cls, rng: np.random.Generator) -> MassSpec:
+    def random(cls, rng: np.random.Generator,
+               diameter_range: tuple[float, float] = DIAMETER_RANGE) -> MassSpec:
+        """A random mass; ``diameter_range`` = (low, high) core diameter, fraction of width."""
         shape = MASS_SHAPES[int(rng.choice(3, p=[0.3, 0.35, 0.35]))]
         birads = int(rng.choice([4, 5])) if shape == "spiculated" else int(rng.choice([3, 4]))
-        return cls(shape=shape, diameter=float(rng.uniform(*DIAMETER_RANGE)),
+        return cls(shape=shape, diameter=float(rng.uniform(*diameter_range)),
                    depth=float(rng.uniform(0.3, 0.75)), birads=birads)
 
 

@@ -44,7 +44,7 @@ import numpy as np
 from PIL import Image
 
 from mame_eval.data.phantoms.dicomfile import dicom_bytes
-from mame_eval.data.phantoms.lesions import MassSpec
+from mame_eval.data.phantoms.lesions import DIAMETER_RANGE, MassSpec
 from mame_eval.data.phantoms.preview import preview_sheet, preview_tile
 from mame_eval.data.phantoms.render import (
     DENSITIES,
@@ -176,7 +176,20 @@ def _quotas(n_items: int, shares: dict[str, float]) -> list[str]:
     return [k for k in shares for _ in range(counts[k])]
 
 
-def _plan(n: int, seed: int, population: str, lesion_fraction: float) -> list[ImagePlan]:
+def _check_diameter(mass_diameter) -> tuple[float, float]:
+    """Validate a (low, high) core-diameter range, fractions of the image width."""
+    try:
+        lo, hi = (float(v) for v in mass_diameter)
+    except (TypeError, ValueError):
+        lo = hi = math.nan
+    if not 0.005 <= lo <= hi <= 0.2:
+        raise InputError(f"mass_diameter {mass_diameter!r}: expected (low, high) with "
+                         "0.005 <= low <= high <= 0.2 (fractions of the image width)")
+    return lo, hi
+
+
+def _plan(n: int, seed: int, population: str, lesion_fraction: float,
+          mass_diameter: tuple[float, float] = DIAMETER_RANGE) -> list[ImagePlan]:
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
     n_studies = math.ceil(n / 4)
     if population == "mixed":
@@ -229,7 +242,7 @@ def _plan(n: int, seed: int, population: str, lesion_fraction: float) -> list[Im
             break
         if len(members) > room:
             members = [members[int(rng.integers(len(members)))]]
-        spec = MassSpec.random(rng)
+        spec = MassSpec.random(rng, mass_diameter)
         for m in members:
             plans[m].masses = (spec,)
         chosen.extend(members)
@@ -261,7 +274,9 @@ def _png_bytes(array: np.ndarray) -> bytes:
 def write_phantom_dataset(out: Path, n: int, seed: int = 0, population: str = "mixed",
                           lesion_fraction: float = 0.3, size: tuple[int, int] = (1024, 832),
                           preview: bool = False, progress: Callable[[int], None] | None = None,
-                          overwrite: bool = False) -> PhantomDatasetSummary:
+                          overwrite: bool = False,
+                          mass_diameter: tuple[float, float] = DIAMETER_RANGE,
+                          ) -> PhantomDatasetSummary:
     """Render ``n`` phantom mammograms into ``out`` as a VinDr-Mammo dataset (see module doc).
 
     ``progress`` is called with the number of images written so far after each image.
@@ -270,11 +285,13 @@ def write_phantom_dataset(out: Path, n: int, seed: int = 0, population: str = "m
 
     Raises:
         InputError: a bad argument (n < 1, seed < 0, unknown population, lesion_fraction
-            outside [0, 1], size not portrait or smaller than 128 pixels), or ``out`` is a
+            outside [0, 1], size not portrait or smaller than 128 pixels, mass_diameter not
+            0.005 <= low <= high <= 0.2), or ``out`` is a
             file / a non-empty folder without ``overwrite``.
     """
     out, population, size = _check_args(out, n, seed, population, lesion_fraction, size)
     n, seed = int(n), int(seed)
+    mass_diameter = _check_diameter(mass_diameter)
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise InputError(f"{out}: folder is not empty; choose a new folder or pass "
@@ -287,7 +304,7 @@ def write_phantom_dataset(out: Path, n: int, seed: int = 0, population: str = "m
                 target.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
-    plans = _plan(n, seed, population, float(lesion_fraction))
+    plans = _plan(n, seed, population, float(lesion_fraction), mass_diameter)
     summary = PhantomDatasetSummary(out=out, n_studies=math.ceil(n / 4))
     breast_rows: list[dict] = []
     finding_rows: list[dict] = []
