@@ -30,19 +30,11 @@ from scipy.spatial.distance import cdist
 from scipy.stats import norm
 
 from mame_eval.errors import InputError
+from mame_eval.metrics.distribution import _as_features
 
 __all__ = ["PRDC_NAMES", "PrdcResult", "prdc", "prdc_interval"]
 
 PRDC_NAMES = ("precision", "recall", "density", "coverage")
-
-
-def _as_features(features, name: str) -> np.ndarray:
-    feats = np.asarray(features, dtype=np.float64)
-    if feats.ndim != 2:
-        raise InputError(f"{name}: expected an (N, d) feature matrix, got shape {feats.shape}")
-    if not np.isfinite(feats).all():
-        raise InputError(f"{name}: features contain NaN or infinity")
-    return feats
 
 
 def _kth_radius(self_distances: np.ndarray, k: int) -> np.ndarray:

@@ -81,6 +81,26 @@ def slopes(guidance: np.ndarray, values: np.ndarray) -> np.ndarray:
     return (values - values.mean(-1, keepdims=True)) @ centred / (centred @ centred)
 
 
+def _by_scale(metric: str, guidance, estimate, replicates):
+    """Scales, estimates (G,) and replicates (B, G) checked, sorted by scale, with the
+    replicates where the metric is undefined (NaN) dropped; None when no trend can be drawn
+    (fewer than 2 distinct scales or 2 finite replicates, or a non-finite estimate)."""
+    g = np.asarray(guidance, dtype=float)
+    est = np.asarray(estimate, dtype=float)
+    reps = np.asarray(replicates, dtype=float)
+    if reps.ndim != 2 or reps.shape[1] != len(g) or est.shape != g.shape:
+        raise InputError(f"trend of {metric}: expected (G,) scales and estimates and (B, G) "
+                         f"replicates; got {g.shape}, {est.shape}, {reps.shape}")
+    if len(g) < 2 or len(np.unique(g)) < 2:
+        return None
+    order = np.argsort(g, kind="stable")
+    g, est, reps = g[order], est[order], reps[:, order]
+    reps = reps[np.isfinite(reps).all(1)]
+    if len(reps) < 2 or not np.isfinite(est).all():
+        return None
+    return g, est, reps
+
+
 def paired_trend(metric: str, guidance, estimate, replicates, unit: str, n_units: int,
                  level: float = 0.95, label: str = "") -> Trend | None:
     """The :class:`Trend` of a metric from its values per scale and paired replicates.
@@ -95,19 +115,10 @@ def paired_trend(metric: str, guidance, estimate, replicates, unit: str, n_units
     Returns:
         ``None`` for fewer than 2 scales or fewer than 2 finite replicates.
     """
-    g = np.asarray(guidance, dtype=float)
-    est = np.asarray(estimate, dtype=float)
-    reps = np.asarray(replicates, dtype=float)
-    if reps.ndim != 2 or reps.shape[1] != len(g) or est.shape != g.shape:
-        raise InputError(f"trend of {metric}: expected (G,) scales and estimates and (B, G) "
-                         f"replicates; got {g.shape}, {est.shape}, {reps.shape}")
-    if len(g) < 2 or len(np.unique(g)) < 2:
+    checked = _by_scale(metric, guidance, estimate, replicates)
+    if checked is None:
         return None
-    order = np.argsort(g, kind="stable")
-    g, est, reps = g[order], est[order], reps[:, order]
-    reps = reps[np.isfinite(reps).all(1)]
-    if len(reps) < 2 or not np.isfinite(est).all():
-        return None
+    g, est, reps = checked
     change = reps[:, -1] - reps[:, 0]
     slope = slopes(g, reps)
     return Trend(metric, float(g[0]), float(g[-1]), float(est[-1] - est[0]),
@@ -129,21 +140,12 @@ def subsample_trend(metric: str, guidance, estimate, subset_values, fraction: fl
         guidance: (G,) scales; estimate: (G,) the metric per scale on all data (e.g. FID∞);
         subset_values: (B, G) the metric per scale on each paired subset.
     """
-    g = np.asarray(guidance, dtype=float)
-    est = np.asarray(estimate, dtype=float)
-    reps = np.asarray(subset_values, dtype=float)
-    if reps.ndim != 2 or reps.shape[1] != len(g) or est.shape != g.shape:
-        raise InputError(f"trend of {metric}: expected (G,) scales and estimates and (B, G) "
-                         f"subset values; got {g.shape}, {est.shape}, {reps.shape}")
     if not 0 < fraction < 1:
         raise InputError(f"fraction {fraction}: expected a number in (0, 1)", param="fraction")
-    if len(g) < 2 or len(np.unique(g)) < 2:
+    checked = _by_scale(metric, guidance, estimate, subset_values)
+    if checked is None:
         return None
-    order = np.argsort(g, kind="stable")
-    g, est, reps = g[order], est[order], reps[:, order]
-    reps = reps[np.isfinite(reps).all(1)]
-    if len(reps) < 2 or not np.isfinite(est).all():
-        return None
+    g, est, reps = checked
     from scipy.stats import norm
 
     z = float(norm.ppf(0.5 + level / 2))
