@@ -247,8 +247,9 @@ def sweep_section(section: Section, runs: list[dict]) -> None:
             section.blocks.append(Table(
                 f"{label}: trends across guidance", ["metric", "scales", "change [CI]",
                                                      "slope per unit guidance [CI]"], rows,
-                "paired percentile bootstrap over the seeds that every scale shares; FID has "
-                "no trend interval (resampling with replacement inflates it)"))
+                "paired percentile bootstrap over the seeds that every scale shares; FID∞ "
+                "(when the sets are large enough) by paired subsampling without replacement, "
+                "because resampling with replacement inflates FID"))
         section.blocks += _trend_text(run)
         image = _figure(run, "tradeoff", f"{label}: the fidelity–diversity trade-off",
                         wide=True)
