@@ -16,19 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from published import printed
 from scipy import stats
 
 from mame_eval.stats.mrmc import ChiSquareTest, FTest, or_mrmc
 from mame_eval.studies.ratings import load_ratings, mrmc_report
 
 DATA = Path(__file__).parent / "data" / "franken.csv"
-
-
-def printed(value: float, published: str) -> None:
-    """Assert ``value`` rounds to the published number at its printed precision."""
-    decimals = len(published.split(".")[1]) if "." in published else 0
-    tol = 0.5 * 10.0**-decimals + 1e-12
-    assert abs(value - float(published)) <= tol, f"{value!r} != published {published}"
 
 
 @pytest.fixture(scope="module")

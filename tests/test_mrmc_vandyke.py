@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from published import printed
 
 from mame_eval.errors import InputError
 from mame_eval.stats.roc import jackknife_se
@@ -23,13 +24,6 @@ from mame_eval.studies.ratings import (
 
 DATA = Path(__file__).parent / "data" / "vandyke.csv"
 COLS = {"modality": "treatment", "score": "rating"}
-
-
-def printed(value: float, published: str) -> None:
-    """Assert ``value`` rounds to the published number at its printed precision."""
-    decimals = len(published.split(".")[1]) if "." in published else 0
-    tol = 0.5 * 10.0**-decimals + 1e-12
-    assert abs(value - float(published)) <= tol, f"{value!r} != published {published}"
 
 
 @pytest.fixture(scope="module")
