@@ -25,6 +25,13 @@ from mame_eval.studies.ratings import load_ratings, mrmc_report
 DATA = Path(__file__).parent / "data" / "franken.csv"
 
 
+def printed_estimate(est, se: str, lo: str, hi: str) -> None:
+    """A per-modality estimate's SE and CI against the published numbers."""
+    printed(est.se, se)
+    printed(est.ci[0], lo)
+    printed(est.ci[1], hi)
+
+
 @pytest.fixture(scope="module")
 def franken() -> pd.DataFrame:
     return pd.read_csv(DATA)
@@ -141,10 +148,7 @@ def test_fixed_readers_random_cases_uses_the_clamp(result, report):
             "0.0007340941")  # RJafroc's FRRC error mean square
     for m, (se, lo, hi) in {"1": ("0.027109386", "0.79461647", "0.90088331"),
                             "2": ("0.027448603", "0.78309680", "0.89069334")}.items():
-        est = result.fixed_readers.modalities[m]
-        printed(est.se, se)
-        printed(est.ci[0], lo)
-        printed(est.ci[1], hi)
+        printed_estimate(result.fixed_readers.modalities[m], se, lo, hi)
     # without the clamp (the old formula) the statistic would be 0.364, p 0.546
     vc = result.variance_components
     unclamped = vc.ms_t / (vc.var - vc.cov1 + 3 * (vc.cov2 - vc.cov3))
@@ -156,10 +160,7 @@ def test_random_readers_fixed_cases(result, report):
     printed(report["fixed_cases"]["p"], "0.1188")
     for m, (se, lo, hi) in {"1": ("0.011098012", "0.81243106", "0.88306871"),
                             "2": ("0.007771730", "0.81216196", "0.86162818")}.items():
-        est = result.fixed_cases.modalities[m]
-        printed(est.se, se)
-        printed(est.ci[0], lo)
-        printed(est.ci[1], hi)
+        printed_estimate(result.fixed_cases.modalities[m], se, lo, hi)
 
 
 def test_per_modality_fixed_reader_se_clamps_negative_cov2():
