@@ -331,8 +331,6 @@ def paired_subset_fids(real_features, synthetic_by_scale, units, n_boot: int = 5
         raise InputError(f"paired subset FIDs: {len(labels)} seeds and {len(real)} real images "
                          f"are too few for subsets of {fraction:g}")
     rng = np.random.default_rng([seed, 29])
-    real = real.astype(np.float64)
-    syns = [f.astype(np.float64) for f in syns]
     out = np.empty((n_boot, len(syns)))
     for b in range(n_boot):
         keep = np.isin(units, rng.choice(labels, k_units, replace=False))
