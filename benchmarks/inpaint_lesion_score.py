@@ -31,7 +31,13 @@ from scipy.stats import binomtest
 
 from mame_eval.cad.classifier import load_classifier
 from mame_eval.generation import synthesize
-from mame_eval.generation.inpaint import BLENDS, blend, default_feather, load_image
+from mame_eval.generation.inpaint import (
+    BLENDS,
+    blend,
+    changed_region,
+    default_feather,
+    load_image,
+)
 from mame_eval.generation.masks import MASK_SHAPES
 from mame_eval.generation.seam import edge_step
 from mame_eval.models.loading import EMBEDDED_MAMMONET
@@ -57,6 +63,24 @@ def median_ci(values: np.ndarray, rng: np.random.Generator, reps: int = 2000
         float(np.quantile(boots, 0.975))
 
 
+def real_mass_outline(prepared: Path) -> np.ndarray:
+    """:func:`edge_step` of real (phantom) masses on their own tight boxes, as a reference for
+    the lesion-outline ratio: what a mass's margin alone gives there."""
+    from mame_eval.generation.masks import box_to_mask
+    from mame_eval.io import read_jsonl
+
+    ratios = []
+    for row in read_jsonl(prepared / "lesion" / "metadata.jsonl"):
+        x0, y0, x1, y1 = row["box"]
+        if max(x1 - x0, y1 - y0) < 6:
+            continue
+        image = load_image(prepared / "lesion" / row["file_name"])
+        box = (np.floor(x0), np.floor(y0), np.ceil(x1), np.ceil(y1))
+        ratios.append(edge_step(image, box_to_mask(box, *image.shape[:2])).ratio)
+    ratios = np.array(ratios, dtype=float)
+    return ratios[np.isfinite(ratios)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=50, help="cases in all")
@@ -72,6 +96,9 @@ def main() -> None:
     parser.add_argument("--mask-shape", choices=MASK_SHAPES, default="box")
     parser.add_argument("--blend", choices=BLENDS, default="poisson",
                         help="blend of the images whose lesion score is compared")
+    parser.add_argument("--real", type=Path, default=None,
+                        help="a prepared set whose real masses give the lesion-outline "
+                        "reference (e.g. runs/embedded/prepared)")
     parser.add_argument("--seam-factor", type=float, default=1.5,
                         help="largest acceptable band ÷ interior gradient ratio")
     args = parser.parse_args()
@@ -90,7 +117,7 @@ def main() -> None:
                   for row in run.rows[:n]]  # a rerun with a smaller --n counts only n
 
     healthy, blended, steps = [], {b: [] for b in BLENDS}, {b: [] for b in BLENDS}
-    reference = []
+    reference, outline = [], {b: [] for b in BLENDS}
     for healthy_file, raw_file, mask_file, _ in cases:
         clean, raw = load_image(healthy_file), load_image(raw_file)
         mask = load_image(mask_file)[..., 0] >= 128
@@ -99,8 +126,11 @@ def main() -> None:
         for method in BLENDS:
             out = blend(clean, raw, mask, ramp, method)
             blended[method].append(out)
-            step = edge_step(out, mask, reference=clean)
+            # The seam: where the changed pixels meet the original ones.
+            step = edge_step(out, changed_region(mask, ramp, method), reference=clean)
             steps[method].append(step.ratio)
+            # The lesion's own outline (a mass filling its box has its margin there).
+            outline[method].append(edge_step(out, mask).ratio)
         reference.append(step.reference_ratio)
 
     classifier = load_classifier(args.cad)
@@ -129,7 +159,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     ref = np.array(reference, dtype=float)
     med, lo, hi = median_ci(ref, rng)
-    print(f"edge step (gradient on the mask outline ÷ the breast interior's; n = {len(ref)}):"
+    print(f"edge step (gradient on the outline of the changed pixels ÷ the breast interior's;"
+          f" n = {len(ref)}):"
           f"\n  healthy image before inpainting: median {med:.2f} (95 % CI {lo:.2f}–{hi:.2f})")
     for method in BLENDS:
         ratios = np.array(steps[method], dtype=float)
@@ -137,6 +168,15 @@ def main() -> None:
         within = np.isfinite(ratios) & (ratios <= args.seam_factor)
         print(f"  {method:8s}: median {med:.2f} (95 % CI {lo:.2f}–{hi:.2f}); "
               + share_line(f"<= {args.seam_factor:g}", within[np.isfinite(ratios)]))
+    print("the same ratio on the lesion mask's own outline (a mass's margin, not a seam):")
+    for method in BLENDS:
+        med, lo, hi = median_ci(np.array(outline[method], dtype=float), rng)
+        print(f"  {method:8s}: median {med:.2f} (95 % CI {lo:.2f}–{hi:.2f})")
+    if args.real is not None:
+        real = real_mass_outline(args.real)
+        med, lo, hi = median_ci(real, rng)
+        print(f"  real phantom masses of {args.real} on their tight boxes (side >= 6 px, "
+              f"n = {len(real)}): median {med:.2f} (95 % CI {lo:.2f}–{hi:.2f})")
     print(f"wall time {time.perf_counter() - start:.0f} s")
 
 

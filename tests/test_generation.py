@@ -219,7 +219,9 @@ def test_inpaint_keeps_pixels_outside_the_feathered_box(prepared, tiny_inpaint, 
                   feather=2)
     source = png(image)
     mask = box_to_mask(box, 64, 64)
-    outside = brute_force_distance(mask) >= 2
+    # the Poisson blend's tissue ring (2 px at 64) and then the 2-px ramp
+    assert run.rows[0]["blend_margin"] == 2
+    outside = brute_force_distance(mask) >= 2 + 2
     for path in run.files:
         result = png(path)
         np.testing.assert_array_equal(result[outside], source[outside])
@@ -240,7 +242,7 @@ def test_inpaint_with_a_mask_file_and_bad_inputs(prepared, inpaint_pipe, tmp_pat
     image, mask = prepared / "lesion" / row["file_name"], prepared / "lesion" / row["mask_file"]
     run = inpaint(None, image, tmp_path / "m", mask=mask, n=1, steps=2, pipe=inpaint_pipe)
     region = png(mask) >= 128
-    far = brute_force_distance(region) >= run.rows[0]["feather"]
+    far = brute_force_distance(region) >= run.rows[0]["feather"] + run.rows[0]["blend_margin"]
     np.testing.assert_array_equal(png(run.files[0])[far], png(image)[far])
     with pytest.raises(InputError, match="exactly one"):
         inpaint(None, image, tmp_path / "x", pipe=inpaint_pipe)
@@ -282,7 +284,8 @@ def test_synthesize_healthy_then_lesion(txt2img_pipe, inpaint_pipe, tmp_path):
         mask = png(tmp_path / "s" / row["mask_file"]) > 0
         assert row["box"] == [4.0, 6.0, 14.0, 18.0] and row["box_source"] == "given"
         np.testing.assert_array_equal(mask, box_to_mask(row["box"], 32, 32))
-        far = brute_force_distance(mask) >= 1
+        assert row["blend"] == "poisson" and row["blend_margin"] == 2  # 32 px: the 2-px floor
+        far = brute_force_distance(mask) >= row["feather"] + row["blend_margin"]
         np.testing.assert_array_equal(lesion[far], healthy[far])
         assert (lesion[mask] != healthy[mask]).any()
         assert row["inpaint_model"] and row["inpaint_revision"].startswith("sha256:")

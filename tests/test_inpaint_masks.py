@@ -9,10 +9,12 @@ from PIL import Image
 from mame_eval.errors import ConfigError, InputError
 from mame_eval.generation.inpaint import (
     blend,
+    changed_region,
     composite,
     feather_alpha,
     harmonic_fill,
     inpaint,
+    poisson_margin,
     poisson_match,
 )
 from mame_eval.generation.masks import (
@@ -160,7 +162,8 @@ def test_poisson_blend_removes_an_offset_and_keeps_the_lesion():
     generated = np.clip(original + 25.0 + lesion[..., None], 0, 255).astype(np.uint8)
     plain = blend(original, generated, mask, 1, "feather")
     seamless = blend(original, generated, mask, 1, "poisson")
-    far = ~(feather_alpha(mask, 1) > 0)
+    far = ~changed_region(mask, 1)
+    assert far.sum() < (~(feather_alpha(mask, 1) > 0)).sum()  # the ring is matched too
     np.testing.assert_array_equal(seamless[far], original[far])  # outside: untouched
     inner = np.zeros_like(mask)
     inner[46:50, 36:42] = True  # the mass centre
@@ -179,6 +182,35 @@ def test_poisson_blend_removes_an_offset_and_keeps_the_lesion():
                                   original[inside_tissue])
     with pytest.raises(InputError, match="poisson, feather"):
         blend(original, generated, mask, 1, "alpha")
+
+
+def test_the_tissue_ring_keeps_a_mass_that_fills_its_mask():
+    """A model trained on tight lesion boxes draws a mass that fills its mask, and the VAE
+    decoder spreads it a little past the outline; matching just outside the outline then
+    subtracts the mass's own brightness, matching on a ring of tissue farther out keeps it."""
+    from scipy import ndimage
+
+    original = breast_image(seed=3)
+    box = (30, 40, 46, 56)
+    mask = box_to_mask(box, 96, 80)
+    rng = np.random.default_rng(0)
+    generated = original.astype(float) + rng.normal(0, 1.5, original.shape)  # the tissue again
+    spill = ndimage.distance_transform_edt(~mask) <= 1.5  # the mass and its 1-px halo
+    generated[spill] += 50
+    generated = np.clip(np.round(generated), 0, 255).astype(np.uint8)
+    lifted = {}
+    for name, margin in (("outline", 0), ("ring", 3)):
+        out = blend(original, generated, mask, 1, "poisson", margin=margin)
+        lifted[name] = (out[mask].astype(float) - original[mask]).mean()
+        region = changed_region(mask, 1, "poisson", margin)
+        np.testing.assert_array_equal(out[~region], original[~region])
+    assert lifted["ring"] > 40 and lifted["outline"] < 25, lifted
+    # the seam, on the outline of the changed pixels, stays in tissue
+    ring_out = blend(original, generated, mask, 1, "poisson", margin=3)
+    assert edge_step(ring_out, changed_region(mask, 1, margin=3)).ratio < 1.5
+    assert poisson_margin(128, 128) == 3 and poisson_margin(512, 512) == 13
+    with pytest.raises(InputError, match="blend margin -1"):
+        blend(original, generated, mask, 1, "poisson", margin=-1)
 
 
 def test_poisson_match_is_the_plain_composite_when_nothing_differs_at_the_edge():

@@ -167,3 +167,73 @@ def test_a_zero_terminal_snr_model_trains_and_samples_with_v_prediction(trained_
     image = pipe("a hologic mammogram in CC view with small area", num_inference_steps=4,
                  generator=torch.Generator().manual_seed(0), output_type="np").images[0]
     assert np.isfinite(image).all()
+
+
+# ----------------------------------------------------------------- decoder fine-tuning (issue 17)
+
+
+def test_decoder_fine_tuning_keeps_the_encoder_and_the_scaling_factor(trained_vae, prepared,
+                                                                      tmp_path):
+    from diffusers import AutoencoderKL
+
+    _, base = trained_vae
+    result = train_vae(vae_config(prepared, tmp_path / "d", pretrained_vae=base,
+                                  train_decoder_only=True, lesion_crop_fraction=0.5,
+                                  lesion_weight=1.0, learning_rate=1e-2, max_train_steps=3))
+    before = AutoencoderKL.from_pretrained(base).state_dict()
+    after = AutoencoderKL.from_pretrained(tmp_path / "d").state_dict()
+    assert before.keys() == after.keys()
+    frozen = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    trained = [k for k in before if k.startswith(("decoder.", "post_quant_conv."))]
+    assert frozen and trained and len(frozen) + len(trained) == len(before)
+    assert all(torch.equal(before[k], after[k]) for k in frozen)  # a UNet's latents keep meaning
+    assert sum(not torch.equal(before[k], after[k]) for k in trained) > len(trained) // 2
+    # The factor the UNets were trained with, not a new estimate.
+    base_factor = AutoencoderKL.from_pretrained(base).config.scaling_factor
+    assert result.scaling_factor == base_factor
+    assert AutoencoderKL.from_pretrained(tmp_path / "d").config.scaling_factor == base_factor
+
+
+def test_lesion_crops_are_centred_on_the_lesion_boxes(prepared):
+    from mame_eval.training.vae import _batch, _image_files, _lesion_masks, _load_all
+
+    files = _image_files(prepared)
+    images = _load_all(files, 64)
+    masks, boxes = _lesion_masks(prepared, files, 64)
+    assert boxes and all(files[i].parent.name == "images" for i, _ in boxes)
+    # every box lies on its own mask, healthy images have none
+    for i, (x0, y0, x1, y1) in boxes:
+        cy, cx = int((y0 + y1) / 2), int((x0 + x1) / 2)
+        assert masks[i, max(0, cy - 2):cy + 3, max(0, cx - 2):cx + 3].any()
+    assert not masks[[i for i, f in enumerate(files) if f.parent.name == "healthy"]].any()
+    config = vae_config(prepared, "o", crop=32, train_batch_size=8, lesion_crop_fraction=0.5)
+    x, m = _batch(images, masks, boxes, config, torch.Generator().manual_seed(0))
+    assert x.shape == (8, 3, 32, 32) and m.shape == (8, 1, 32, 32)
+    # the first half are lesion crops: each holds lesion pixels near its centre (jitter ±8)
+    assert all(float(m[k, 0, 4:28, 4:28].sum()) > 0 for k in range(4))
+
+
+def test_decoder_only_and_lesion_keys_fail_clearly(trained_vae, prepared, tmp_path):
+    _, base = trained_vae
+    with pytest.raises(ConfigError, match="train_decoder_only = true needs pretrained_vae"):
+        load_vae_config(_toml(tmp_path, "train_decoder_only = true\n"))
+    with pytest.raises(ConfigError, match=r"block_out_channels = \[8, 8\] disagrees with "
+                                          r"pretrained_vae"):
+        train_vae(vae_config(prepared, tmp_path / "x", pretrained_vae=base,
+                             block_out_channels=[8, 8]))
+    healthy_only = tmp_path / "healthy-only"
+    (healthy_only / "healthy").mkdir(parents=True)
+    import shutil
+
+    for f in sorted((prepared / "healthy").glob("*.png"))[:2]:
+        shutil.copy(f, healthy_only / "healthy")
+    from mame_eval.errors import DataError
+
+    with pytest.raises(DataError, match="need lesion samples"):
+        train_vae(vae_config(healthy_only, tmp_path / "y", lesion_crop_fraction=0.5))
+
+
+def _toml(tmp_path, extra: str):
+    path = tmp_path / "v.toml"
+    path.write_text('data_dir = "d"\noutput_dir = "o"\nmax_train_steps = 2\n' + extra)
+    return path

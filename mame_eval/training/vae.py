@@ -7,14 +7,25 @@ in the same two stages: this autoencoder first, then ``train healthy`` with ``va
 
 The loop, top to bottom::
 
-    config → Accelerator → AutoencoderKL (SD layout, small widths) → images of DATA/healthy and
-    DATA/lesion/images → for each step: random crops → encode → sample → decode →
-    L1 + kl_weight · KL → step → log CSV → checkpoint every N (resume "latest")
+    config → Accelerator → AutoencoderKL (SD layout, small widths; or ``pretrained_vae``) →
+    images of DATA/healthy and DATA/lesion/images → for each step: random crops (a share of
+    them on a lesion) → encode → sample → decode → L1 (+ lesion_weight · L1 inside the lesion
+    masks) + kl_weight · KL → step → log CSV → checkpoint every N (resume "latest")
     → scaling_factor = 1 / std(latents) over the data (SD's 0.18215 was found the same way)
     → save_pretrained + a reconstruction grid + vae_info.json
 
 Training on random crops is cheap and enough: the autoencoder is convolutional, and only its
 small mid-block attention ever sees the whole latent grid.
+
+**Decoder fine-tuning** (``pretrained_vae = …``, ``train_decoder_only = true``): the encoder
+stays frozen, so every latent a UNet was trained on keeps its meaning and the scaling factor
+is kept; only the decoder learns to draw them better (as Stability fine-tuned SD's decoder
+for its ft-MSE VAE). Random crops of whole mammograms hardly ever hold a mass (a few per
+cent of the pixels of a few images), so a decoder trained on them renders masses as soft
+smudges: MAM-E-tiny's first decoder dropped MammoNet-tiny's median lesion probability of
+unseen phantom masses from 0.995 to 0.76 in a plain encode → decode. ``lesion_crop_fraction``
+centres that share of the crops on a lesion box, ``lesion_weight`` counts the error inside the
+lesion masks extra.
 """
 
 from __future__ import annotations
@@ -51,6 +62,19 @@ class VaeTrainConfig(BaseModel):
     block_out_channels: list[int] = Field(default=[32, 64, 64], min_length=1)
     layers_per_block: int = Field(default=1, ge=1)
     latent_channels: int = Field(default=4, ge=1)
+    pretrained_vae: Path | None = Field(
+        default=None, description="Start from this AutoencoderKL (a folder from `train vae`, "
+        "or a pipeline folder with vae/) instead of a new one; its architecture is used, and "
+        "the architecture keys above, if given, must agree with it.")
+    train_decoder_only: bool = Field(
+        default=False, description="Freeze the encoder (needs pretrained_vae): the latents a "
+        "UNet was trained on keep their meaning, and the scaling factor is kept.")
+    lesion_crop_fraction: float = Field(
+        default=0.0, ge=0, le=1, description="Share of each batch's crops centred (±crop/4) on "
+        "a lesion box of DATA/lesion/metadata.jsonl instead of placed at random.")
+    lesion_weight: float = Field(
+        default=0.0, ge=0, description="Extra weight of the L1 error inside the lesion masks "
+        "(mean over the mask pixels of the batch), on top of the L1 over every pixel.")
     train_batch_size: int = Field(default=16, ge=1)
     max_train_steps: int = Field(ge=1)
     learning_rate: float = Field(default=1e-3, gt=0)
@@ -73,11 +97,15 @@ class VaeTrainConfig(BaseModel):
         factor = 2 ** (len(self.block_out_channels) - 1)
         for name in ("resolution", "crop"):
             value = getattr(self, name)
-            if value is not None and value % factor:
+            # (a pretrained autoencoder's own factor is checked when it is loaded)
+            if value is not None and value % factor and self.pretrained_vae is None:
                 raise ValueError(f"{name} {value} must be a multiple of {factor} (the VAE "
                                  "downsampling factor)")
         if self.crop is not None and self.crop > self.resolution:
             raise ValueError(f"crop {self.crop} exceeds resolution {self.resolution}")
+        if self.train_decoder_only and self.pretrained_vae is None:
+            raise ValueError("train_decoder_only = true needs pretrained_vae (a trained "
+                             "autoencoder whose encoder is kept)")
         return self
 
 
@@ -143,6 +171,98 @@ def build_vae(config: VaeTrainConfig, seed: int):
             sample_size=config.resolution)
 
 
+def _lesion_masks(data_dir: Path, files: list[Path], resolution: int):
+    """Lesion masks of every image (N, R, R) bool, and [(image index, box at R px)].
+
+    From DATA/lesion/metadata.jsonl (``file_name``, ``mask_file``, ``box``) as ``prepare``
+    writes it; healthy images get an empty mask.
+    """
+    import json
+
+    import torch
+    from PIL import Image
+
+    where = {f.resolve(): i for i, f in enumerate(files)}
+    masks = torch.zeros((len(files), resolution, resolution), dtype=torch.bool)
+    boxes: list[tuple[int, tuple[float, float, float, float]]] = []
+    meta = data_dir / "lesion" / "metadata.jsonl"
+    if not meta.is_file():
+        return masks, boxes
+    for n, line in enumerate(meta.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            i = where[(data_dir / "lesion" / row["file_name"]).resolve()]
+            with Image.open(data_dir / "lesion" / row["mask_file"]) as im:
+                scale = resolution / im.size[0]
+                mask = im.convert("L").resize((resolution, resolution), Image.NEAREST)
+            box = tuple(float(v) * scale for v in row["box"])
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            raise DataError(f"{meta}, line {n}: not a lesion record with an existing image, "
+                            f"mask_file and box ({type(exc).__name__}: {exc}); prepare the data "
+                            "again") from None
+        masks[i] |= torch.from_numpy(np.asarray(mask) >= 128)
+        boxes.append((i, box))  # type: ignore[arg-type]
+    return masks, boxes
+
+
+def _lesion_crop_corners(boxes, picks, size: int, crop: int, generator):
+    """Top-left corners of crops centred on the picked lesion boxes, jittered by ±crop/4."""
+    import torch
+
+    jitter = (torch.rand((len(picks), 2), generator=generator) - 0.5) * (crop / 2)
+    ys, xs = [], []
+    for (_, (x0, y0, x1, y1)), (jy, jx) in zip((boxes[k] for k in picks), jitter.tolist(),
+                                              strict=True):
+        ys.append(int(np.clip(round((y0 + y1) / 2 + jy - crop / 2), 0, size - crop)))
+        xs.append(int(np.clip(round((x0 + x1) / 2 + jx - crop / 2), 0, size - crop)))
+    return ys, xs
+
+
+def _batch(images, masks, boxes, config: VaeTrainConfig, generator):
+    """One step's crops (B, 3, c, c) and their lesion masks (B, 1, c, c) float."""
+    import torch
+
+    batch, size = config.train_batch_size, images.shape[-1]
+    crop = config.crop or size
+    index = torch.randint(0, len(images), (batch,), generator=generator)
+    ys = torch.randint(0, size - crop + 1, (batch,), generator=generator).tolist()
+    xs = torch.randint(0, size - crop + 1, (batch,), generator=generator).tolist()
+    n_lesion = round(config.lesion_crop_fraction * batch) if boxes else 0
+    if n_lesion:
+        picks = torch.randint(0, len(boxes), (n_lesion,), generator=generator).tolist()
+        index[:n_lesion] = torch.tensor([boxes[k][0] for k in picks])
+        ys[:n_lesion], xs[:n_lesion] = _lesion_crop_corners(boxes, picks, size, crop, generator)
+    x = torch.stack([images[i, :, y:y + crop, x_:x_ + crop]
+                     for i, y, x_ in zip(index.tolist(), ys, xs, strict=True)])
+    m = torch.stack([masks[i, y:y + crop, x_:x_ + crop]
+                     for i, y, x_ in zip(index.tolist(), ys, xs, strict=True)])
+    return x, m[:, None].float()
+
+
+def pretrained_vae(config: VaeTrainConfig):
+    """``config.pretrained_vae`` in float32; architecture keys given in the config must agree."""
+    from mame_eval.training.trainer import load_vae, to_float32
+
+    vae = load_vae(config.pretrained_vae)
+    to_float32(vae)
+    have = {"block_out_channels": list(vae.config.block_out_channels),
+            "layers_per_block": vae.config.layers_per_block,
+            "latent_channels": vae.config.latent_channels}
+    for key in sorted(config.model_fields_set & have.keys()):
+        if getattr(config, key) != have[key]:
+            raise ConfigError(f"{key} = {getattr(config, key)!r} disagrees with pretrained_vae "
+                              f"{config.pretrained_vae} ({have[key]!r}); leave it out")
+    factor = 2 ** (len(have["block_out_channels"]) - 1)
+    for key in ("resolution", "crop"):
+        value = getattr(config, key)
+        if value is not None and value % factor:
+            raise ConfigError(f"{key} {value} must be a multiple of {factor} (the downsampling "
+                              f"of pretrained_vae {config.pretrained_vae})")
+    return vae
+
+
 def _crops(images, crop: int | None, generator):
     import torch
 
@@ -186,10 +306,24 @@ def train_vae(config: VaeTrainConfig, progress: Callable[[int, int], None] | Non
     out = Path(config.output_dir)
     files = _image_files(Path(config.data_dir))
     images = _load_all(files, config.resolution)
+    lesion_training = config.lesion_crop_fraction > 0 or config.lesion_weight > 0
+    masks, boxes = (_lesion_masks(Path(config.data_dir), files, config.resolution)
+                    if lesion_training else (None, []))
+    if lesion_training and not boxes:
+        raise DataError(f"{config.data_dir}: lesion_crop_fraction / lesion_weight need lesion "
+                        "samples (lesion/metadata.jsonl with boxes); none found")
     accelerator = Accelerator(mixed_precision=config.mixed_precision)
     set_seed(config.seed)
-    vae = build_vae(config, config.seed)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    vae = (pretrained_vae(config) if config.pretrained_vae is not None
+           else build_vae(config, config.seed))
+    if config.train_decoder_only:
+        vae.requires_grad_(False)
+        vae.decoder.requires_grad_(True)
+        if vae.post_quant_conv is not None:
+            vae.post_quant_conv.requires_grad_(True)
+    kept_scaling = float(vae.config.scaling_factor) if config.train_decoder_only else None
+    optimizer = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad],
+                                  lr=config.learning_rate, weight_decay=0.0)
     schedule = get_scheduler(config.lr_scheduler, optimizer,
                              num_warmup_steps=min(config.lr_warmup_steps,
                                                   config.max_train_steps),
@@ -226,16 +360,27 @@ def train_vae(config: VaeTrainConfig, progress: Callable[[int, int], None] | Non
     while step < config.max_train_steps:
         # Randomness from (seed, step) alone: a resumed run draws what the uninterrupted one would.
         generator = torch.Generator("cpu").manual_seed(config.seed * 1_000_003 + step)
-        index = torch.randint(0, len(images), (config.train_batch_size,), generator=generator)
-        x = _crops(images[index], config.crop, generator).to(accelerator.device)
+        if lesion_training:
+            x, m = _batch(images, masks, boxes, config, generator)
+            x, m = x.to(accelerator.device), m.to(accelerator.device)
+        else:  # the original draws, so that older runs resume bit for bit
+            index = torch.randint(0, len(images), (config.train_batch_size,),
+                                  generator=generator)
+            x = _crops(images[index], config.crop, generator).to(accelerator.device)
+        model = accelerator.unwrap_model(vae)
         with accelerator.autocast():
-            posterior = accelerator.unwrap_model(vae).encode(x).latent_dist
+            with torch.set_grad_enabled(not config.train_decoder_only):
+                posterior = model.encode(x).latent_dist
             noise = torch.randn(posterior.mean.shape, generator=generator).to(x.device)
             z = posterior.mean + posterior.std * noise
-            recon = accelerator.unwrap_model(vae).decode(z).sample
-            l1 = (recon.float() - x.float()).abs().mean()
+            recon = model.decode(z).sample
+            error = (recon.float() - x.float()).abs()
+            l1 = error.mean()
             kl = posterior.kl().mean() / posterior.mean[0].numel()
             loss = l1 + config.kl_weight * kl
+            if config.lesion_weight > 0 and float(m.sum()) > 0:
+                inside = (error * m).sum() / (m.sum() * error.shape[1])
+                loss = loss + config.lesion_weight * inside
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(vae.parameters(), config.max_grad_norm)
         optimizer.step()
@@ -268,9 +413,11 @@ def train_vae(config: VaeTrainConfig, progress: Callable[[int, int], None] | Non
     # Statistics on an evenly spaced subset: decoding every image would cost minutes on a CPU.
     subset = images[np.linspace(0, len(images) - 1, min(len(images), 256)).astype(int)]
     std, rec_l1 = _latent_std_and_l1(model, subset, accelerator.device)
-    # SD chose 0.18215 so that scaled latents have unit variance; do the same for ours.
-    model.register_to_config(scaling_factor=1.0 / std)
-    result.global_step, result.scaling_factor, result.reconstruction_l1 = step, 1.0 / std, rec_l1
+    # SD chose 0.18215 so that scaled latents have unit variance; do the same for ours. A
+    # frozen encoder keeps the factor its UNets were trained with.
+    scaling = kept_scaling if kept_scaling is not None else 1.0 / std
+    model.register_to_config(scaling_factor=scaling)
+    result.global_step, result.scaling_factor, result.reconstruction_l1 = step, scaling, rec_l1
     if accelerator.is_main_process:
         model.save_pretrained(out, safe_serialization=True)
         _reconstruction_grid(model, images[:8], accelerator.device, out / "reconstruction.png")
