@@ -275,6 +275,11 @@ def train_vae(
     UNet): its folder becomes `vae = ...` of a `train healthy` config. Writes the
     save_pretrained AutoencoderKL (scaling_factor = 1/std of the latents), logs/vae_log.csv,
     reconstruction.png and checkpoint-N/ (a rerun resumes from the newest).
+
+    With `pretrained_vae = ...` and `train_decoder_only = true` it fine-tunes the decoder of
+    a trained autoencoder instead (encoder and scaling factor kept, so a UNet's latents keep
+    their meaning); `lesion_crop_fraction` and `lesion_weight` teach it to draw masses, e.g.
+    training/tiny-vae-lesion.toml.
     """
     from mame_eval.training.vae import load_vae_config
     from mame_eval.training.vae import train_vae as run
