@@ -84,6 +84,29 @@ def show_error(exc: Exception) -> None:
     st.error(str(exc), icon="⚠️")
 
 
+def mask_problem(key: str, clicked: bool, problem: str | None, mask) -> bool:
+    """Show why a drawn mask cannot be used; True when there is such a problem to show.
+
+    The message of a click stays on the reruns that follow (the canvas component reports its
+    drawing back and reruns the script, which would otherwise wipe the message a moment after
+    it appeared) for as long as the same problem remains; the next click or a fixed mask
+    clears it.
+    """
+    signature = (problem, mask is None)
+    if clicked:
+        st.session_state.pop(key, None)
+        if problem or mask is None:
+            st.session_state[key] = (problem or "draw the lesion region first", signature)
+    stored = st.session_state.get(key)
+    if stored is None:
+        return False
+    if stored[1] != signature:
+        st.session_state.pop(key, None)
+        return False
+    show_error(MameError(stored[0]))
+    return True
+
+
 def png_bytes(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
@@ -357,10 +380,8 @@ def inpaint_tab() -> None:
     method = st.radio("Blend", BLENDS, horizontal=True, key="inp-blend",
                       help="poisson: the lesion's surroundings are matched to the tissue "
                            "around it (no seam); feather: a plain feathered composite.")
-    if not st.button("Inpaint", type="primary", key="inp-go"):
-        return
-    if problem or mask is None:
-        show_error(MameError(problem or "draw the lesion region first"))
+    clicked = st.button("Inpaint", type="primary", key="inp-go")
+    if mask_problem("inp-problem", clicked, problem, mask) or not clicked:
         return
     warning = check_mask_inside(mask, image)
     if warning:
@@ -402,11 +423,10 @@ def healthy_lesion_tab() -> None:
         mask, problem = draw_mask("syn", last, side, side)
     else:
         shape = st.selectbox("Mask shape", MASK_SHAPES, index=1, key="syn-shape")
-    if not st.button("Generate healthy + lesion", type="primary", key="syn-go",
-                     disabled=prompt is None):
-        return
-    if place == "Where I draw" and (problem or mask is None):
-        show_error(MameError(problem or "draw the lesion region first"))
+    clicked = st.button("Generate healthy + lesion", type="primary", key="syn-go",
+                        disabled=prompt is None)
+    drawn = place == "Where I draw"
+    if (drawn and mask_problem("syn-problem", clicked, problem, mask)) or not clicked:
         return
     out = scratch("synthesize")
     inp = slot(INPAINT_MODEL, "inpaint")
