@@ -207,7 +207,7 @@ def test_lesion_crops_are_centred_on_the_lesion_boxes(prepared):
         assert masks[i, max(0, cy - 2):cy + 3, max(0, cx - 2):cx + 3].any()
     assert not masks[[i for i, f in enumerate(files) if f.parent.name == "healthy"]].any()
     config = vae_config(prepared, "o", crop=32, train_batch_size=8, lesion_crop_fraction=0.5)
-    x, m = _batch(images, masks, boxes, config, torch.Generator().manual_seed(0))
+    x, m = _batch(images, config, torch.Generator().manual_seed(0), masks, boxes)
     assert x.shape == (8, 3, 32, 32) and m.shape == (8, 1, 32, 32)
     # the first half are lesion crops: each holds lesion pixels near its centre (jitter ±8)
     assert all(float(m[k, 0, 4:28, 4:28].sum()) > 0 for k in range(4))

@@ -199,6 +199,15 @@ def _ramp(mask: np.ndarray, feather: float, method: str, margin: float | None) -
     return float(margin) + feather
 
 
+def blend_fields(height: int, width: int, composite_output: bool, feather: float,
+                 method: str) -> dict:
+    """The manifest fields of how a run blended its lesions (None where it did not)."""
+    return {"composite": composite_output, "feather": feather if composite_output else None,
+            "blend": method if composite_output else None,
+            "blend_margin": (poisson_margin(height, width)
+                             if composite_output and method == "poisson" else None)}
+
+
 def changed_region(mask: np.ndarray, feather: float, method: str = "poisson",
                    margin: float | None = None) -> np.ndarray:
     """The pixels :func:`blend` may change (boolean (H, W)): its seam is this set's outline."""
@@ -310,10 +319,7 @@ def inpaint(model: str | os.PathLike | None, image: Path, out: Path, *, mask: Pa
              "box": list(box) if box is not None else None,
              "mask_shape": mask_shape if box is not None else None,
              "mask_sha256": hashlib.sha256(np.packbits(region).tobytes()).hexdigest(),
-             "composite": composite_output, "feather": ramp if composite_output else None,
-             "blend": blend_method if composite_output else None,
-             "blend_margin": (poisson_margin(h, w) if composite_output
-                              and blend_method == "poisson" else None),
+             **blend_fields(h, w, composite_output, ramp, blend_method),
              "mame_eval": __version__}
 
     def render(indices: list[int]) -> list[dict]:

@@ -34,10 +34,10 @@ from mame_eval.generation.generate import (
 )
 from mame_eval.generation.inpaint import (
     BLENDS,
+    blend_fields,
     check_mask_array,
     default_feather,
     inpaint_arrays,
-    poisson_margin,
 )
 from mame_eval.generation.manifest import GenerationRun, run_indexed
 from mame_eval.generation.masks import Box, box_to_mask, check_shape, mask_box, shape_mask
@@ -131,11 +131,8 @@ def synthesize(model: str | os.PathLike | None, inpaint_model: str | os.PathLike
              "guidance_scale": float(guidance_scale),
              "inpaint_guidance_scale": float(lesion_guidance), "steps": int(steps),
              "seed_base": int(seed), "height": h, "width": w, "laterality": laterality,
-             "box_fraction": list(box_fraction), "composite": composite_output,
-             "feather": ramp if composite_output else None,
-             "blend": blend_method if composite_output else None,
-             "blend_margin": (poisson_margin(h, w) if composite_output
-                              and blend_method == "poisson" else None),
+             "box_fraction": list(box_fraction),
+             **blend_fields(h, w, composite_output, ramp, blend_method),
              "mask_shape": "drawn" if mask is not None else mask_shape,
              "mask_sha256": (hashlib.sha256(np.packbits(mask).tobytes()).hexdigest()
                              if mask is not None else None),

@@ -94,19 +94,26 @@ class VaeTrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> VaeTrainConfig:
-        factor = 2 ** (len(self.block_out_channels) - 1)
-        for name in ("resolution", "crop"):
-            value = getattr(self, name)
-            # (a pretrained autoencoder's own factor is checked when it is loaded)
-            if value is not None and value % factor and self.pretrained_vae is None:
-                raise ValueError(f"{name} {value} must be a multiple of {factor} (the VAE "
-                                 "downsampling factor)")
+        # (a pretrained autoencoder's own factor is checked when it is loaded)
+        problem = None if self.pretrained_vae is not None else _size_problem(
+            self, 2 ** (len(self.block_out_channels) - 1), "the VAE downsampling factor")
+        if problem:
+            raise ValueError(problem)
         if self.crop is not None and self.crop > self.resolution:
             raise ValueError(f"crop {self.crop} exceeds resolution {self.resolution}")
         if self.train_decoder_only and self.pretrained_vae is None:
             raise ValueError("train_decoder_only = true needs pretrained_vae (a trained "
                              "autoencoder whose encoder is kept)")
         return self
+
+
+def _size_problem(config: VaeTrainConfig, factor: int, whose: str) -> str | None:
+    """Why ``resolution`` or ``crop`` cannot pass an autoencoder downsampling by ``factor``."""
+    for name in ("resolution", "crop"):
+        value = getattr(config, name)
+        if value is not None and value % factor:
+            return f"{name} {value} must be a multiple of {factor} ({whose})"
+    return None
 
 
 def load_vae_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()
@@ -220,25 +227,33 @@ def _lesion_crop_corners(boxes, picks, size: int, crop: int, generator):
     return ys, xs
 
 
-def _batch(images, masks, boxes, config: VaeTrainConfig, generator):
-    """One step's crops (B, 3, c, c) and their lesion masks (B, 1, c, c) float."""
+def _batch(images, config: VaeTrainConfig, generator, masks=None, boxes=()):
+    """One step's crops (B, 3, c, c) and, with ``masks``, their lesion masks (B, 1, c, c).
+
+    Draws image indices, then crop corners (none for whole images), in that order; with
+    ``lesion_crop_fraction`` the first crops are then moved onto lesion boxes.
+    """
     import torch
 
     batch, size = config.train_batch_size, images.shape[-1]
-    crop = config.crop or size
     index = torch.randint(0, len(images), (batch,), generator=generator)
-    ys = torch.randint(0, size - crop + 1, (batch,), generator=generator).tolist()
-    xs = torch.randint(0, size - crop + 1, (batch,), generator=generator).tolist()
+    if config.crop is None:
+        crop, ys, xs = size, [0] * batch, [0] * batch
+    else:
+        crop = config.crop
+        ys = torch.randint(0, size - crop + 1, (batch,), generator=generator).tolist()
+        xs = torch.randint(0, size - crop + 1, (batch,), generator=generator).tolist()
     n_lesion = round(config.lesion_crop_fraction * batch) if boxes else 0
     if n_lesion:
         picks = torch.randint(0, len(boxes), (n_lesion,), generator=generator).tolist()
         index[:n_lesion] = torch.tensor([boxes[k][0] for k in picks])
         ys[:n_lesion], xs[:n_lesion] = _lesion_crop_corners(boxes, picks, size, crop, generator)
-    x = torch.stack([images[i, :, y:y + crop, x_:x_ + crop]
-                     for i, y, x_ in zip(index.tolist(), ys, xs, strict=True)])
-    m = torch.stack([masks[i, y:y + crop, x_:x_ + crop]
-                     for i, y, x_ in zip(index.tolist(), ys, xs, strict=True)])
-    return x, m[:, None].float()
+
+    def cut(stack):
+        return torch.stack([stack[i, ..., y:y + crop, x:x + crop]
+                            for i, y, x in zip(index.tolist(), ys, xs, strict=True)])
+
+    return cut(images), (cut(masks)[:, None].float() if masks is not None else None)
 
 
 def pretrained_vae(config: VaeTrainConfig):
@@ -254,25 +269,11 @@ def pretrained_vae(config: VaeTrainConfig):
         if getattr(config, key) != have[key]:
             raise ConfigError(f"{key} = {getattr(config, key)!r} disagrees with pretrained_vae "
                               f"{config.pretrained_vae} ({have[key]!r}); leave it out")
-    factor = 2 ** (len(have["block_out_channels"]) - 1)
-    for key in ("resolution", "crop"):
-        value = getattr(config, key)
-        if value is not None and value % factor:
-            raise ConfigError(f"{key} {value} must be a multiple of {factor} (the downsampling "
-                              f"of pretrained_vae {config.pretrained_vae})")
+    problem = _size_problem(config, 2 ** (len(have["block_out_channels"]) - 1),
+                            f"the downsampling of pretrained_vae {config.pretrained_vae}")
+    if problem:
+        raise ConfigError(problem)
     return vae
-
-
-def _crops(images, crop: int | None, generator):
-    import torch
-
-    if crop is None:
-        return images
-    size = images.shape[-1]
-    ys = torch.randint(0, size - crop + 1, (len(images),), generator=generator)
-    xs = torch.randint(0, size - crop + 1, (len(images),), generator=generator)
-    return torch.stack([im[:, y:y + crop, x:x + crop] for im, y, x in
-                        zip(images, ys.tolist(), xs.tolist(), strict=True)])
 
 
 def _latent_std_and_l1(vae, images, device, batch: int = 32) -> tuple[float, float]:
@@ -360,13 +361,9 @@ def train_vae(config: VaeTrainConfig, progress: Callable[[int, int], None] | Non
     while step < config.max_train_steps:
         # Randomness from (seed, step) alone: a resumed run draws what the uninterrupted one would.
         generator = torch.Generator("cpu").manual_seed(config.seed * 1_000_003 + step)
-        if lesion_training:
-            x, m = _batch(images, masks, boxes, config, generator)
-            x, m = x.to(accelerator.device), m.to(accelerator.device)
-        else:  # the original draws, so that older runs resume bit for bit
-            index = torch.randint(0, len(images), (config.train_batch_size,),
-                                  generator=generator)
-            x = _crops(images[index], config.crop, generator).to(accelerator.device)
+        x, m = _batch(images, config, generator, masks, boxes)
+        x = x.to(accelerator.device)
+        m = m.to(accelerator.device) if m is not None else None
         model = accelerator.unwrap_model(vae)
         with accelerator.autocast():
             with torch.set_grad_enabled(not config.train_decoder_only):
