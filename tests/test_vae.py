@@ -217,6 +217,8 @@ def test_decoder_only_and_lesion_keys_fail_clearly(trained_vae, prepared, tmp_pa
     _, base = trained_vae
     with pytest.raises(ConfigError, match="train_decoder_only = true needs pretrained_vae"):
         load_vae_config(_toml(tmp_path, "train_decoder_only = true\n"))
+    with pytest.raises(ConfigError, match="pretrained_vae = .*no AutoencoderKL there"):
+        train_vae(vae_config(prepared, tmp_path / "z", pretrained_vae=tmp_path / "none"))
     with pytest.raises(ConfigError, match=r"block_out_channels = \[8, 8\] disagrees with "
                                           r"pretrained_vae"):
         train_vae(vae_config(prepared, tmp_path / "x", pretrained_vae=base,

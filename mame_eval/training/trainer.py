@@ -118,8 +118,9 @@ def to_float32(module) -> None:
         module.to(torch.float32)
 
 
-def load_vae(path: Path):
-    """An AutoencoderKL folder, or the ``vae/`` of a pipeline folder; one line if neither."""
+def load_vae(path: Path, key: str = "vae"):
+    """An AutoencoderKL folder, or the ``vae/`` of a pipeline folder; one line (naming the
+    config ``key``) if neither."""
     from diffusers import AutoencoderKL
 
     from mame_eval.models.loading import quiet
@@ -127,7 +128,7 @@ def load_vae(path: Path):
     path = Path(path)
     folder = path / "vae" if (path / "vae" / "config.json").is_file() else path
     if not (folder / "config.json").is_file():
-        raise ConfigError(f"vae = {str(path)!r}: no AutoencoderKL there (no config.json or "
+        raise ConfigError(f"{key} = {str(path)!r}: no AutoencoderKL there (no config.json or "
                           "vae/config.json); train one with `mame-eval train vae CONFIG`")
     with quiet():
         return AutoencoderKL.from_pretrained(folder)

@@ -260,7 +260,7 @@ def pretrained_vae(config: VaeTrainConfig):
     """``config.pretrained_vae`` in float32; architecture keys given in the config must agree."""
     from mame_eval.training.trainer import load_vae, to_float32
 
-    vae = load_vae(config.pretrained_vae)
+    vae = load_vae(config.pretrained_vae, key="pretrained_vae")
     to_float32(vae)
     have = {"block_out_channels": list(vae.config.block_out_channels),
             "layers_per_block": vae.config.layers_per_block,
